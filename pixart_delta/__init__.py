@@ -1,0 +1,1 @@
+"""PixArt-α/Σ/δ for ComfyUI: loaders, few-step samplers, ControlNet-Transformer, HED, tiny VAE."""

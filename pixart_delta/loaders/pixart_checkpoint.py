@@ -1,0 +1,254 @@
+"""PixArt checkpoints: layout detection, diffusers -> original key conversion, variant detection.
+
+Pure torch (no ComfyUI) so it is testable anywhere; `pixart_model.py` turns the result into a MODEL.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from .files import CheckpointError, load_state_dict, unwrap
+from .variants import NAME_HINTS, VARIANTS, Variant
+
+HEAD_DIM = 72  # every published PixArt: 16 heads x 72 at hidden 1152
+
+# diffusers name -> original name, per transformer block (diffusers' own conversion scripts, reversed)
+_BLOCK_MAP = {
+    "scale_shift_table": "scale_shift_table",
+    "attn1.to_out.0": "attn.proj",
+    "attn2.to_q": "cross_attn.q_linear",
+    "attn2.to_out.0": "cross_attn.proj",
+    "ff.net.0.proj": "mlp.fc1",
+    "ff.net.2": "mlp.fc2",
+}
+_TOP_MAP = {
+    "pos_embed.proj": "x_embedder.proj",
+    "caption_projection.linear_1": "y_embedder.y_proj.fc1",
+    "caption_projection.linear_2": "y_embedder.y_proj.fc2",
+    "adaln_single.emb.timestep_embedder.linear_1": "t_embedder.mlp.0",
+    "adaln_single.emb.timestep_embedder.linear_2": "t_embedder.mlp.2",
+    "adaln_single.emb.resolution_embedder.linear_1": "csize_embedder.mlp.0",
+    "adaln_single.emb.resolution_embedder.linear_2": "csize_embedder.mlp.2",
+    "adaln_single.emb.aspect_ratio_embedder.linear_1": "ar_embedder.mlp.0",
+    "adaln_single.emb.aspect_ratio_embedder.linear_2": "ar_embedder.mlp.2",
+    "adaln_single.linear": "t_block.1",
+    "proj_out": "final_layer.linear",
+    "scale_shift_table": "final_layer.scale_shift_table",
+}
+_STRIP_PREFIXES = ("model.diffusion_model.", "diffusion_model.", "module.")
+
+
+def diffusers_block_to_original(sd: dict, src: str, dst: str, out: dict) -> None:
+    """One transformer block in diffusers names (prefix `src`) -> original names (prefix `dst`)."""
+    for suffix in ("weight", "bias"):
+        qkv = [sd.get(f"{src}attn1.to_{n}.{suffix}") for n in "qkv"]
+        if all(t is not None for t in qkv):
+            out[f"{dst}attn.qkv.{suffix}"] = torch.cat(qkv, 0)
+        kv = [sd.get(f"{src}attn2.to_{n}.{suffix}") for n in "kv"]
+        if all(t is not None for t in kv):
+            out[f"{dst}cross_attn.kv_linear.{suffix}"] = torch.cat(kv, 0)
+    for d, o in _BLOCK_MAP.items():
+        for suffix in ("", ".weight", ".bias"):
+            if f"{src}{d}{suffix}" in sd:
+                out[f"{dst}{o}{suffix}"] = sd[f"{src}{d}{suffix}"]
+
+
+def diffusers_to_original(sd: dict) -> dict:
+    out = {}
+    depth = count_blocks(sd, "transformer_blocks.")
+    for i in range(depth):
+        diffusers_block_to_original(sd, f"transformer_blocks.{i}.", f"blocks.{i}.", out)
+    for d, o in _TOP_MAP.items():
+        for suffix in ("", ".weight", ".bias"):
+            if f"{d}{suffix}" in sd and not (d == "scale_shift_table" and suffix):
+                out[f"{o}{suffix}"] = sd[f"{d}{suffix}"]
+    return out
+
+
+def count_blocks(sd: dict, prefix: str) -> int:
+    pat = re.compile(re.escape(prefix) + r"(\d+)\.")
+    ids = {int(m.group(1)) for k in sd for m in [pat.match(k)] if m}
+    return max(ids) + 1 if ids else 0
+
+
+@dataclass
+class PixArtCheckpoint:
+    path: Path
+    layout: str                    # "original", "diffusers" or "controlnet" (PixArt-δ full file)
+    variant: Variant
+    state_dict: dict               # original key names, no pos_embed / y_embedding
+    unet_config: dict
+    warnings: list = field(default_factory=list)
+    controlnet_state_dict: dict | None = None   # `controlnet.*` part of a PixArt-δ full file
+
+
+def describe_keys(sd: dict, n: int = 4) -> str:
+    keys = list(sd)
+    return f"{len(keys)} tensors, e.g. " + ", ".join(keys[:n])
+
+
+def _foreign_model_hint(sd: dict) -> str:
+    keys = " ".join(list(sd)[:4000])
+    if "input_blocks." in keys or "down_blocks." in keys:
+        return "a Stable Diffusion UNet"
+    if "encoder.block." in keys or "shared.weight" in keys:
+        return "a T5 text encoder (use PixArt T5 Loader)"
+    if "controlnet_blocks." in keys:
+        return "a PixArt ControlNet adapter without base weights (use PixArt ControlNet Loader)"
+    if "decoder.up_blocks." in keys or "decoder.up." in keys or "first_stage_model." in keys:
+        return "a VAE"
+    if "block1.convs.0.weight" in keys:
+        return "the HED edge detector"
+    if "double_blocks." in keys:
+        return "a Flux model"
+    if "joint_blocks." in keys:
+        return "an SD3 model"
+    return "not a PixArt transformer"
+
+
+def split_layout(sd: dict, path: Path) -> tuple[str, dict, dict | None]:
+    """Returns (layout, base weights, controlnet weights or None)."""
+    for p in _STRIP_PREFIXES:
+        if any(k.startswith(p + "blocks.0.") or k.startswith(p + "transformer_blocks.0.") for k in sd):
+            sd = {k[len(p):]: v for k, v in sd.items() if k.startswith(p)}
+            break
+    if "base_model.blocks.0.attn.qkv.weight" in sd:
+        base = {k[len("base_model."):]: v for k, v in sd.items() if k.startswith("base_model.")}
+        control = {k[len("controlnet."):]: v for k, v in sd.items() if k.startswith("controlnet.")}
+        return "controlnet", base, control
+    if "blocks.0.attn.qkv.weight" in sd:
+        return "original", sd, None
+    if "transformer_blocks.0.attn1.to_q.weight" in sd:
+        return "diffusers", diffusers_to_original(sd), None
+    raise CheckpointError(
+        f"{path}: this is {_foreign_model_hint(sd)}, not a PixArt checkpoint. Found {describe_keys(sd)}; "
+        f"expected PixArt keys such as 'blocks.0.attn.qkv.weight' (original .pth), "
+        f"'transformer_blocks.0.attn1.to_q.weight' (diffusers) or 'base_model.blocks.0...' (PixArt-δ ControlNet).")
+
+
+def read_config(path: Path) -> dict:
+    cfg = path.parent / "config.json"
+    if cfg.is_file():
+        try:
+            return json.loads(cfg.read_text())
+        except json.JSONDecodeError as e:
+            raise CheckpointError(f"{cfg}: not valid JSON ({e}); it sits beside {path.name} and describes it") from None
+    return {}
+
+
+def _name_hints(path: Path, config: dict) -> set[str]:
+    text = " ".join([*(p.lower() for p in path.parts[-4:]), str(config.get("_name_or_path", "")).lower()])
+    return {tag for word, tag in NAME_HINTS if word in text}
+
+
+def _px_from_name(path: Path) -> int | None:
+    name = path.name.lower() + " " + path.parent.name.lower() + " " + path.parent.parent.name.lower()
+    for word, px in (("2k", 2048), ("2048", 2048), ("1024", 1024), ("512", 512), ("256", 256)):
+        if word in name:
+            return px
+    return None
+
+
+def pick_variant(tokens: int | None, micro: bool, native_px: int | None, hints: set[str],
+                 is_controlnet_file: bool) -> tuple[Variant, list[str]]:
+    """The table row these facts point to, plus warnings where a guess was needed."""
+    warnings = []
+    if is_controlnet_file:
+        return VARIANTS["controlnet_1024" if micro else "controlnet_512"], warnings
+    if tokens is not None:
+        family = "alpha" if tokens <= 120 else "sigma"
+    elif "sigma" in hints:
+        family = "sigma"
+    elif micro or hints & {"alpha", "yoso", "dmd", "lcm", "controlnet"}:
+        family = "alpha"  # micro-conditioning exists only in α-family models
+    else:
+        family = None
+    if family == "sigma":
+        px = native_px or 1024
+        return VARIANTS[{512: "sigma_512", 2048: "sigma_2k"}.get(px, "sigma_1024")], warnings
+    if family == "alpha":
+        if "yoso" in hints:
+            return VARIANTS["yoso_1024" if micro else "yoso_512"], warnings
+        if "dmd" in hints:
+            return VARIANTS["dmd_512"], warnings
+        if "lcm" in hints:
+            return VARIANTS["lcm_1024"], warnings
+        if micro:
+            return VARIANTS["alpha_1024_ms"], warnings
+        return VARIANTS["alpha_256" if native_px == 256 else "alpha_512"], warnings
+    # Nothing says α or Σ: a diffusers file without config, y_embedding or a telling name.
+    if native_px == 256:
+        return VARIANTS["alpha_256"], warnings
+    if native_px == 512:
+        warnings.append("weights alone cannot tell PixArt-α 512 from PixArt-Σ 512; assumed α-512 "
+                        "(SD1 latents). Set `variant` to sigma_512 if this is a Σ model.")
+        return VARIANTS["alpha_512"], warnings
+    v = VARIANTS["sigma_2k" if native_px == 2048 else "sigma_1024"]
+    warnings.append(f"no config.json, name or size hint; assumed {v.title} (the only non-micro-conditioned "
+                    f"1024 family). Set `variant` if this is wrong.")
+    return v, warnings
+
+
+def inspect_checkpoint(path: str | Path, variant: str = "auto", sd: dict | None = None) -> PixArtCheckpoint:
+    """Reads a PixArt file (or uses `sd`), converts it to original key names and detects its variant."""
+    path = Path(path)
+    if sd is None:
+        sd = load_state_dict(path)
+    sd = unwrap(sd)
+    layout, base, control = split_layout(sd, path)
+    config = read_config(path) if layout == "diffusers" else {}
+
+    try:
+        hidden, in_ch = base["x_embedder.proj.weight"].shape[:2]
+        patch = base["x_embedder.proj.weight"].shape[-1]
+        caption_channels = base["y_embedder.y_proj.fc1.weight"].shape[1]
+        out_ch = base["final_layer.linear.weight"].shape[0] // (patch * patch)
+    except KeyError as e:
+        raise CheckpointError(f"{path}: PixArt {layout} layout but the tensor {e} is missing "
+                              f"({describe_keys(base)}); the file is incomplete") from None
+    depth = count_blocks(base, "blocks.")
+    micro = "csize_embedder.mlp.0.weight" in base
+    y_emb = base.pop("y_embedder.y_embedding", None)
+    pos = base.pop("pos_embed", None)
+    tokens = int(y_emb.shape[0]) if y_emb is not None else None
+    native_px = None
+    if pos is not None:
+        native_px = int(round(pos.shape[1] ** 0.5)) * patch * 8
+    elif config.get("sample_size"):
+        native_px = int(config["sample_size"]) * 8
+    else:
+        native_px = _px_from_name(path)
+
+    warnings: list[str] = []
+    if variant and variant != "auto":
+        if variant not in VARIANTS:
+            raise CheckpointError(f"unknown variant '{variant}'; expected auto or one of {', '.join(VARIANTS)}")
+        chosen = VARIANTS[variant]
+        if chosen.micro_condition != micro:
+            warnings.append(f"variant {chosen.name} expects micro-conditioning={chosen.micro_condition} but the "
+                            f"weights have micro-conditioning={micro}; the weights decide")
+    else:
+        chosen, warnings = pick_variant(tokens, micro, native_px, _name_hints(path, config), layout == "controlnet")
+
+    heads = int(config.get("num_attention_heads") or max(1, hidden // HEAD_DIM))
+    if hidden % heads:
+        raise CheckpointError(f"{path}: hidden size {hidden} is not divisible into {heads} heads")
+    interp = config.get("interpolation_scale") if (variant in (None, "", "auto") and config) else None
+    if config.get("sample_size") and variant in (None, "", "auto"):
+        base_size = int(config["sample_size"]) // patch
+    else:
+        base_size = chosen.base_size
+    unet_config = dict(
+        image_model="pixart_delta", hidden_size=int(hidden), depth=depth, num_heads=heads, patch_size=int(patch),
+        in_channels=int(in_ch), out_channels=int(out_ch), caption_channels=int(caption_channels),
+        model_max_length=tokens or chosen.tokens, micro_condition=micro, base_size=base_size,
+        pe_interpolation=float(interp if interp is not None else chosen.pe_interpolation),
+    )
+    for w in warnings:
+        logging.warning("PixArt loader: %s: %s", path.name, w)
+    return PixArtCheckpoint(path, layout, chosen, base, unet_config, warnings, control)
