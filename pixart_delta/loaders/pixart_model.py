@@ -1,0 +1,86 @@
+"""A detected PixArt checkpoint -> ComfyUI MODEL (ModelPatcher) that core samplers, LoRA loaders and
+model patches accept."""
+from __future__ import annotations
+
+import logging
+
+import torch
+
+import comfy.latent_formats
+import comfy.model_base
+import comfy.model_management as mm
+import comfy.model_patcher
+import comfy.supported_models_base
+import comfy.utils
+
+from ..models.pixart import PixArt
+from .pixart_checkpoint import inspect_checkpoint
+from .variants import Variant
+
+WEIGHT_DTYPES = {
+    "default": None, "fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16,
+    "fp8_e4m3fn": torch.float8_e4m3fn, "fp8_e5m2": torch.float8_e5m2,
+}
+
+
+class PixArtDeltaModel(comfy.model_base.PixArt):
+    """comfy.model_base.PixArt (its conds and LoRA key mapping) around our network."""
+
+    def __init__(self, model_config, model_type=comfy.model_base.ModelType.EPS, device=None):
+        comfy.model_base.BaseModel.__init__(self, model_config, model_type, device=device, unet_model=PixArt)
+
+    def extra_conds(self, **kwargs):
+        out = super().extra_conds(**kwargs)
+        mask = kwargs.get("attention_mask", None)
+        if mask is not None:
+            out["attention_mask"] = comfy.conds.CONDRegular(mask)
+        return out
+
+
+class PixArtDeltaConfig(comfy.supported_models_base.BASE):
+    unet_config = {"image_model": "pixart_delta"}
+    sampling_settings = {"beta_schedule": "sqrt_linear", "linear_start": 0.0001, "linear_end": 0.02, "timesteps": 1000}
+    unet_extra_config = {}
+    latent_format = comfy.latent_formats.SD15
+    memory_usage_factor = 0.5
+
+    def __init__(self, unet_config: dict, variant: Variant):
+        super().__init__(unet_config)
+        self.pixart_variant = variant
+        self.latent_format = getattr(comfy.latent_formats, variant.latent_format)()
+
+    def get_model(self, state_dict, prefix="", device=None):
+        model_type = comfy.model_base.ModelType.V_PREDICTION if self.pixart_variant.prediction == "v" \
+            else comfy.model_base.ModelType.EPS
+        return PixArtDeltaModel(self, model_type=model_type, device=device).eval()
+
+
+def load_pixart_model(path, variant: str = "auto", weight_dtype: str = "default") -> comfy.model_patcher.ModelPatcher:
+    ckpt = inspect_checkpoint(path, variant)
+    sd = ckpt.state_dict
+    load_device = mm.get_torch_device()
+    offload_device = mm.unet_offload_device()
+    config = PixArtDeltaConfig(ckpt.unet_config, ckpt.variant)
+    dtype = WEIGHT_DTYPES[weight_dtype]
+    if dtype is None:
+        dtype = mm.unet_dtype(model_params=comfy.utils.calculate_parameters(sd),
+                              supported_dtypes=config.supported_inference_dtypes,
+                              weight_dtype=comfy.utils.weight_dtype(sd))
+    config.set_inference_dtype(dtype, mm.unet_manual_cast(dtype, load_device, config.supported_inference_dtypes))
+    model = config.get_model(sd, "", device=None).to(offload_device)
+    model.load_model_weights(sd, "")
+    logging.info("PixArt loader: %s -> %s (%s layout, %s latents, %s prediction, PE scale %s, base size %s, "
+                 "micro-conditioning %s, depth %d)", ckpt.path.name, ckpt.variant.title, ckpt.layout,
+                 ckpt.variant.latent_format, ckpt.variant.prediction, ckpt.unet_config["pe_interpolation"],
+                 ckpt.unet_config["base_size"], ckpt.unet_config["micro_condition"], ckpt.unet_config["depth"])
+    return comfy.model_patcher.ModelPatcher(model, load_device=load_device, offload_device=offload_device)
+
+
+def is_pixart_model(model_patcher) -> bool:
+    """True for our MODELs and for ComfyUI's native PixArt MODELs."""
+    model = getattr(model_patcher, "model", None)
+    return isinstance(model, comfy.model_base.PixArt)
+
+
+def pixart_variant(model_patcher) -> Variant | None:
+    return getattr(getattr(getattr(model_patcher, "model", None), "model_config", None), "pixart_variant", None)
