@@ -238,16 +238,16 @@ def inspect_checkpoint(path: str | Path, variant: str = "auto", sd: dict | None 
     heads = int(config.get("num_attention_heads") or max(1, hidden // HEAD_DIM))
     if hidden % heads:
         raise CheckpointError(f"{path}: hidden size {hidden} is not divisible into {heads} heads")
-    interp = config.get("interpolation_scale") if (variant in (None, "", "auto") and config) else None
+    interp, base_size = chosen.pe_interpolation, chosen.base_size
     if config.get("sample_size") and variant in (None, "", "auto"):
+        # what diffusers' PixArtTransformer2DModel does with this config
         base_size = int(config["sample_size"]) // patch
-    else:
-        base_size = chosen.base_size
+        interp = config.get("interpolation_scale") or max(int(config["sample_size"]) // 64, 1)
     unet_config = dict(
         image_model="pixart_delta", hidden_size=int(hidden), depth=depth, num_heads=heads, patch_size=int(patch),
         in_channels=int(in_ch), out_channels=int(out_ch), caption_channels=int(caption_channels),
         model_max_length=tokens or chosen.tokens, micro_condition=micro, base_size=base_size,
-        pe_interpolation=float(interp if interp is not None else chosen.pe_interpolation),
+        pe_interpolation=float(interp),
     )
     for w in warnings:
         logging.warning("PixArt loader: %s: %s", path.name, w)
