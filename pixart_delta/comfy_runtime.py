@@ -66,7 +66,10 @@ class InProcessComfy:
         import torch
         if not torch.cuda.is_available():
             comfy.cli_args.args.cpu = True
-        import utils.extra_config  # noqa: F401  (must come before `nodes`, which changes the import path)
+        import utils.extra_config  # (must come before `nodes`, which changes the import path)
+        extra_paths = self.comfy_path / "extra_model_paths.yaml"
+        if extra_paths.is_file():
+            utils.extra_config.load_extra_path_config(str(extra_paths))
         import nodes
         import execution
         self._nodes, self._execution = nodes, execution
