@@ -100,6 +100,23 @@ def cmd_run(args) -> int:
     return 0
 
 
+def cmd_ui(args) -> int:
+    """Regenerates example_workflows/NAME.json (UI format) from workflows/api/NAME.json + workflows/notes/NAME.md."""
+    from .workflow_format import write_ui_workflow
+    comfy_path = find_comfyui(args.comfyui)
+    if comfy_path is None:
+        raise SystemExit("no ComfyUI checkout found (the node definitions come from it)")
+    comfy = InProcessComfy.get(comfy_path)
+    import nodes
+    for name in args.workflows or bundled_workflows():
+        note_path = PACK_ROOT / "workflows" / "notes" / f"{name}.md"
+        note = note_path.read_text() if note_path.is_file() else None
+        target = PACK_ROOT / "example_workflows" / f"{name}.json"
+        write_ui_workflow(API_DIR / f"{name}.json", target, comfy.node_classes, nodes.NODE_DISPLAY_NAME_MAPPINGS, note)
+        print(target)
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pixart_delta", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -112,6 +129,10 @@ def main(argv=None) -> int:
     run.add_argument("--out", default="out", help="output folder (default ./out)")
     run.add_argument("--set", action="append", metavar="NODE.INPUT=VALUE", help="override an input (JSON value)")
     run.set_defaults(func=cmd_run)
+    ui = sub.add_parser("ui", help="(maintainers) regenerate the UI-format example_workflows/ from workflows/api/")
+    ui.add_argument("workflows", nargs="*", help="names (default: all bundled)")
+    ui.add_argument("--comfyui", help="ComfyUI checkout (default: $COMFYUI_PATH, else ~/ComfyUI)")
+    ui.set_defaults(func=cmd_ui)
     args = parser.parse_args(argv)
     return args.func(args)
 

@@ -1,0 +1,91 @@
+"""PixArt forward at full size (hidden 1152, depth 28, random weights), 256 px, batch 2, fp32, CPU:
+our network (and, with a ComfyUI checkout, our ComfyUI MODEL's apply_model) vs diffusers'
+PixArtTransformer2DModel on the same weights, interleaved runs, median of N.
+
+    python bench/pixart_forward.py [--runs 5] [--px 256]
+Target: ratio ours / diffusers <= 1.0.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from pixart_delta.comfy_runtime import InProcessComfy, find_comfyui  # noqa: E402
+from pixart_delta.fixtures import pixart as fx  # noqa: E402
+
+
+def timed(fn) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--px", type=int, default=256)
+    args = ap.parse_args()
+
+    from diffusers import PixArtTransformer2DModel
+    kw = dict(**fx.FULL, micro=False, native_px=512, tokens=120)
+    sd = fx.random_original(seed=0, **kw)
+    tmp = Path(tempfile.mkdtemp())
+    path = fx.write_original(tmp / "PixArt-XL-2-512x512.pth", sd)
+
+    ref = PixArtTransformer2DModel.from_config(fx.diffusers_config(**kw, interpolation_scale=1)).eval()
+    ref.load_state_dict(fx.original_to_diffusers(sd))
+
+    contenders = {}
+    comfy_path = find_comfyui()
+    if comfy_path is not None:
+        InProcessComfy.get(comfy_path, models_dir=tmp / "models", output_dir=tmp / "out")
+        from pixart_delta.loaders.pixart_model import load_pixart_model
+        import comfy.model_management as mm
+        patcher = load_pixart_model(path, weight_dtype="fp32")
+        mm.load_models_gpu([patcher])
+        model = patcher.model
+    else:
+        print("no ComfyUI checkout: timing our network only (not the MODEL wrapper)")
+    from pixart_delta.loaders.pixart_checkpoint import inspect_checkpoint
+    from pixart_delta.models.pixart import PixArt
+    ckpt = inspect_checkpoint(path)
+    net = PixArt(**ckpt.unet_config).eval()
+    net.load_state_dict(ckpt.state_dict)
+    del sd
+
+    g = torch.Generator().manual_seed(0)
+    lat = args.px // 8
+    x = torch.randn(2, 4, lat, lat, generator=g)
+    ctx = torch.randn(2, 120, 4096, generator=g)
+    t = torch.tensor([999.0, 999.0])
+    contenders["diffusers"] = lambda: ref(x, encoder_hidden_states=ctx, timestep=t,
+                                          added_cond_kwargs={"resolution": None, "aspect_ratio": None})
+    contenders["ours (network)"] = lambda: net(x, t, ctx)
+    if comfy_path is not None:
+        sigma = model.model_sampling.sigma(t)
+        contenders["ours (ComfyUI MODEL)"] = lambda: model.apply_model(x, sigma, c_crossattn=ctx)
+
+    times = {k: [] for k in contenders}
+    with torch.inference_mode():
+        for fn in contenders.values():
+            fn()  # warm-up
+        for _ in range(args.runs):
+            for name, fn in contenders.items():
+                times[name].append(timed(fn))
+    base = statistics.median(times["diffusers"])
+    print(f"PixArt forward, hidden 1152 depth 28, {args.px} px, batch 2, fp32, {torch.get_num_threads()} threads, "
+          f"median of {args.runs}")
+    for name, ts in times.items():
+        med = statistics.median(ts)
+        print(f"  {name:22s} {med:7.3f} s   ratio vs diffusers {med / base:.3f}")
+
+
+if __name__ == "__main__":
+    main()
