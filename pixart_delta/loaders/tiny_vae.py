@@ -1,0 +1,260 @@
+"""Tiny VAEs (TAESD and the SDXS decoder) as a ComfyUI VAE with the right latent scale.
+
+Accepted files: diffusers AutoencoderTiny (`encoder.layers.*` / `decoder.layers.*`, SDXS's
+vae/diffusion_pytorch_model.safetensors), TAESD originals (`taesd_decoder.pth` with index keys, the encoder
+file beside it is picked up), or ComfyUI's combined `taesd_decoder.*` / `taesd_encoder.*` layout.
+ComfyUI's TAESD decodes `(latent - vae_shift) * vae_scale`; a LATENT is unscaled, so the scale must be set.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .files import SAFETENSORS_EXT, PICKLE_EXT, CheckpointError, load_state_dict, unwrap
+
+AUTO = "auto"
+LATENT_SPACES = {   # name -> (vae_scale, vae_shift), the diffusion model's scaling of raw VAE latents
+    "SD1 / SD2 / PixArt-α (0.18215)": (0.18215, 0.0),
+    "SDXL / PixArt-Σ (0.13025)": (0.13025, 0.0),
+    "SD3 (16 ch, 1.5305)": (1.5305, 0.0609),
+    "FLUX.1 (16 ch, 0.3611)": (0.3611, 0.1159),
+}
+SD1, SDXL, SD3, FLUX = LATENT_SPACES
+
+DECODER_BLOCKS = (3, 4, 5, 8, 9, 10, 13, 14, 15, 18)
+DECODER_PLAIN = (7, 12, 17)          # conv 64->64 without bias after each upsample
+ENCODER_BLOCKS = (1, 3, 4, 5, 7, 8, 9, 11, 12, 13)
+ENCODER_STRIDED = (2, 6, 10)         # stride-2 conv without bias
+
+
+def _block(i: int, shapes: dict):
+    for j in (0, 2, 4):
+        shapes[f"{i}.conv.{j}.weight"] = (64, 64, 3, 3)
+        shapes[f"{i}.conv.{j}.bias"] = (64,)
+
+
+def taesd_decoder_shapes(latent_channels: int = 4) -> dict[str, tuple]:
+    """Keys of TAESD's decoder Sequential (index 0 is the tanh clamp, 2/6/11/16 are ReLU/upsample)."""
+    shapes = {"1.weight": (64, latent_channels, 3, 3), "1.bias": (64,)}
+    for i in range(3, 19):
+        if i in DECODER_BLOCKS:
+            _block(i, shapes)
+        elif i in DECODER_PLAIN:
+            shapes[f"{i}.weight"] = (64, 64, 3, 3)
+    shapes.update({"19.weight": (3, 64, 3, 3), "19.bias": (3,)})
+    return shapes
+
+
+def taesd_encoder_shapes(latent_channels: int = 4) -> dict[str, tuple]:
+    shapes = {"0.weight": (64, 3, 3, 3), "0.bias": (64,)}
+    for i in range(1, 14):
+        if i in ENCODER_BLOCKS:
+            _block(i, shapes)
+        elif i in ENCODER_STRIDED:
+            shapes[f"{i}.weight"] = (64, 64, 3, 3)
+    shapes.update({"14.weight": (latent_channels, 64, 3, 3), "14.bias": (latent_channels,)})
+    return shapes
+
+
+@dataclass
+class TinyVAEFile:
+    decoder: dict            # TAESD decoder index keys
+    encoder: dict | None
+    latent_channels: int
+    files: list[Path]
+    layout: str              # "AutoencoderTiny (diffusers)", "TAESD", "ComfyUI TAESD"
+
+
+def _strip(sd: dict, prefix: str) -> dict:
+    return {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
+
+
+def _kind(sd: dict) -> str:
+    if any(k.startswith("taesd_decoder.") for k in sd):
+        return "comfy"
+    if any(k.startswith(("decoder.layers.", "encoder.layers.")) for k in sd):
+        return "diffusers"
+    if "19.weight" in sd and "1.weight" in sd:
+        return "decoder"
+    if "14.weight" in sd and "0.weight" in sd and "19.weight" not in sd:
+        return "encoder"
+    return "unknown"
+
+
+def _not_tiny(sd: dict, path) -> CheckpointError:
+    keys = list(sd)
+    n = sum(v.numel() for v in sd.values() if isinstance(v, torch.Tensor))
+    expected = ("expected a tiny VAE: SDXS/diffusers AutoencoderTiny (encoder.layers.* / decoder.layers.*), "
+                "TAESD taesd_decoder / taesd_encoder (.pth or .safetensors), ~1.2 M parameters each")
+    if any(k.startswith(("decoder.up_blocks.", "decoder.up.", "first_stage_model.", "decoder.conv_in.",
+                         "decoder.mid_block.", "decoder.mid.")) for k in keys):
+        return CheckpointError(f"{path}: this is a full VAE (AutoencoderKL, {n / 1e6:.1f} M parameters), not a tiny "
+                               f"one: load it with the core 'Load VAE' node. {expected}")
+    if "norm" in sd and any(k.startswith("block1.convs.") for k in keys):
+        return CheckpointError(f"{path}: this is the HED edge model (ControlNetHED.pth); it goes to models/hed and "
+                               f"the HED Edge Detector node. {expected}")
+    return CheckpointError(f"{path}: not a tiny VAE: found {len(keys)} tensors such as {', '.join(keys[:4])}; {expected}")
+
+
+def _check(part: dict, want: dict, path, what: str):
+    missing = [k for k in want if k not in part]
+    if missing:
+        raise CheckpointError(f"{path}: incomplete tiny VAE {what}: missing {len(missing)} of {len(want)} tensors "
+                              f"such as {', '.join(missing[:3])}")
+    bad = [f"{k} {tuple(part[k].shape)} (expected {s})" for k, s in want.items() if tuple(part[k].shape) != s]
+    if bad:
+        raise CheckpointError(f"{path}: tiny VAE {what} tensors of the wrong shape: {'; '.join(bad[:3])}")
+    return {k: part[k] for k in want}
+
+
+def _sibling(path: Path, role_from: str, role_to: str) -> Path | None:
+    name = path.name
+    if role_from not in name:
+        return None
+    stem = name.replace(role_from, role_to).rsplit(".", 1)[0]
+    for ext in (path.suffix, *SAFETENSORS_EXT, *PICKLE_EXT):
+        p = path.with_name(stem + ext)
+        if p.is_file():
+            return p
+    return None
+
+
+def read_tiny_vae(path: str | os.PathLike) -> TinyVAEFile:
+    path = Path(path)
+    sd = unwrap(load_state_dict(path))
+    kind = _kind(sd)
+    files = [path]
+    if kind == "comfy":
+        dec, enc, layout = _strip(sd, "taesd_decoder."), _strip(sd, "taesd_encoder.") or None, "ComfyUI TAESD"
+    elif kind == "diffusers":
+        dec = {f"{int(k.split('.', 1)[0]) + 1}.{k.split('.', 1)[1]}": v for k, v in _strip(sd, "decoder.layers.").items()}
+        enc, layout = _strip(sd, "encoder.layers.") or None, "AutoencoderTiny (diffusers)"
+        if not dec:
+            raise CheckpointError(f"{path}: an AutoencoderTiny file with only the encoder; decoding needs the decoder")
+    elif kind == "decoder":
+        dec, enc, layout = sd, None, "TAESD"
+        other = _sibling(path, "decoder", "encoder")
+        if other is not None:
+            enc = load_state_dict(other)
+            files.append(other)
+            if _kind(enc) != "encoder":
+                raise CheckpointError(f"{other}: expected the TAESD encoder beside {path.name}, found {_kind(enc)} keys")
+    elif kind == "encoder":
+        other = _sibling(path, "encoder", "decoder")
+        if other is None:
+            raise CheckpointError(f"{path}: a TAESD encoder alone cannot decode; put the matching decoder "
+                                  f"({path.name.replace('encoder', 'decoder')}) beside it and choose that file")
+        return read_tiny_vae(other)
+    else:
+        raise _not_tiny(sd, path)
+    c = dec.get("1.weight")
+    if c is None or c.ndim != 4:
+        raise _not_tiny(sd, path)
+    ch = int(c.shape[1])
+    dec = _check(dec, taesd_decoder_shapes(ch), path, "decoder")
+    if enc is not None:
+        enc = _check(enc, taesd_encoder_shapes(ch), files[-1], "encoder")
+    return TinyVAEFile(dec, enc, ch, files, layout)
+
+
+def auto_latent_space(name: str, latent_channels: int) -> str:
+    """From the file name: taesdxl / *xl* / sigma -> SDXL; taef1 / flux -> FLUX; other 16-channel -> SD3; else SD1."""
+    n = name.lower().replace("\\", "/")
+    if latent_channels == 16:
+        return FLUX if ("taef1" in n or "flux" in n) else SD3
+    return SDXL if ("xl" in n or "sigma" in n) else SD1
+
+
+def comfy_state_dict(vae: TinyVAEFile, latent_space: str) -> dict[str, torch.Tensor]:
+    """The single state dict comfy.sd.VAE recognises as TAESD, scale and shift included."""
+    want = 16 if latent_space in (SD3, FLUX) else 4
+    if vae.latent_channels != want:
+        raise CheckpointError(f"{vae.files[0]}: a {vae.latent_channels}-channel tiny VAE cannot decode the "
+                              f"{latent_space} latent space ({want} channels)")
+    scale, shift = LATENT_SPACES[latent_space]
+    sd = {f"taesd_decoder.{k}": v.float() for k, v in vae.decoder.items()}
+    enc = vae.encoder or {k: torch.zeros(s) for k, s in taesd_encoder_shapes(vae.latent_channels).items()}
+    sd.update({f"taesd_encoder.{k}": v.float() for k, v in enc.items()})
+    sd["vae_scale"], sd["vae_shift"] = torch.tensor(scale), torch.tensor(shift)
+    return sd
+
+
+# ---- ComfyUI side -------------------------------------------------------------------------------------------
+
+FOLDERS = ("vae_approx", "vae")
+_TINY_HINTS = ("taesd", "taef", "tiny", "sdxs", "tae_")
+
+
+def list_tiny_vae_files() -> list[str]:
+    """Everything in models/vae_approx, and files in models/vae whose names say they are tiny."""
+    import folder_paths
+    names = list(folder_paths.get_filename_list("vae_approx"))
+    names += [n for n in folder_paths.get_filename_list("vae")
+              if any(h in n.lower() for h in _TINY_HINTS) and n not in names]
+    return names
+
+
+def resolve_tiny_vae_file(name: str) -> Path:
+    import folder_paths
+    for folder in FOLDERS:
+        p = folder_paths.get_full_path(folder, name)
+        if p is not None:
+            return Path(p)
+    raise CheckpointError(f"{name}: tiny VAE not found in models/vae_approx or models/vae")
+
+
+def _tiny_vae_class():
+    import comfy.model_management as mm
+    import comfy.sd
+
+    class TinyVAE(comfy.sd.VAE):
+        """comfy.sd.VAE with TAESD inside, realistic memory estimates, and a clear error when encoding with a
+        decoder-only file (its encoder weights are zeros)."""
+
+        def __init__(self, sd, has_encoder: bool, source: str, latent_space: str):
+            super().__init__(sd=sd)
+            self.has_encoder, self.source, self.latent_space = has_encoder, source, latent_space
+            # 64-channel activations at the output size, a few alive at once
+            self.memory_used_decode = lambda shape, dtype: 64 * 64 * 4 * shape[2] * shape[3] * mm.dtype_size(dtype)
+            self.memory_used_encode = lambda shape, dtype: 64 * 4 * shape[2] * shape[3] * mm.dtype_size(dtype)
+
+        def _need_encoder(self):
+            if not self.has_encoder:
+                raise ValueError(f"{self.source} is a decoder-only tiny VAE: VAE Encode needs the encoder "
+                                 f"(put taesd_encoder.* beside taesd_decoder.*, or use the SDXS AutoencoderTiny "
+                                 f"file, which has both)")
+
+        def encode(self, pixel_samples):
+            self._need_encoder()
+            return super().encode(pixel_samples)
+
+        def encode_tiled(self, *args, **kwargs):
+            self._need_encoder()
+            return super().encode_tiled(*args, **kwargs)
+
+    return TinyVAE
+
+
+_CACHE: dict = {}
+
+
+def load_tiny_vae(path: str | os.PathLike, latent_space: str = AUTO, display_name: str | None = None):
+    """A comfy.sd.VAE for a tiny VAE file, cached per (file, size, mtime, latent space)."""
+    path = Path(path)
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns, latent_space, display_name)
+    if key not in _CACHE:
+        tiny = read_tiny_vae(path)
+        space = latent_space
+        if space == AUTO:
+            space = auto_latent_space(display_name or str(path), tiny.latent_channels)
+        elif space not in LATENT_SPACES:
+            raise CheckpointError(f"{path}: unknown latent space {space!r}; expected auto or one of {list(LATENT_SPACES)}")
+        vae = _tiny_vae_class()(comfy_state_dict(tiny, space), tiny.encoder is not None, str(path), space)
+        if len(_CACHE) >= 4:
+            _CACHE.pop(next(iter(_CACHE)))
+        _CACHE[key] = vae
+    return _CACHE[key]
