@@ -78,15 +78,16 @@ def cmd_run(args) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     models_dir = input_dir = None
     if args.tiny:
-        from .fixtures.tiny_models import write_for_workflow
         work = Path(tempfile.mkdtemp(prefix="pixart_delta_tiny_"))
         models_dir, input_dir = work / "models", work / "input"
         input_dir.mkdir(parents=True)
+    comfy = InProcessComfy.get(comfy_path, models_dir=models_dir, output_dir=out_dir, input_dir=input_dir)
+    if args.tiny:
+        from .fixtures.tiny_models import write_for_workflow  # some writers build ComfyUI modules: after boot
         shrink_for_tiny(graph)
         written = write_for_workflow(graph, models_dir)
         write_missing_inputs(graph, input_dir)
         print(f"--tiny: wrote {len(written)} random-weight model files under {models_dir}")
-    comfy = InProcessComfy.get(comfy_path, models_dir=models_dir, output_dir=out_dir, input_dir=input_dir)
     try:
         outputs = comfy.run(graph)
     except ExecutionFailed as e:
