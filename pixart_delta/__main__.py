@@ -118,6 +118,80 @@ def cmd_ui(args) -> int:
     return 0
 
 
+def cmd_queue(args) -> int:
+    """Posts a workflow to a running ComfyUI server, follows it and downloads the images."""
+    from .client import PromptError, queue_workflow
+    graph = load_workflow(args.workflow)
+    apply_sets(graph, args.set or [])
+    out_dir = Path(args.out).resolve()
+    try:
+        results = queue_workflow(args.server, graph, out_dir, count=args.count, images=args.image or [],
+                                 progress=not args.quiet, timeout=args.timeout)
+    except (ValueError, ConnectionError, PromptError, TimeoutError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    failed = 0
+    for job in results:
+        if job.error is not None:
+            failed += 1
+            print(f"error: job {job.index} (prompt {job.prompt_id or 'not queued'}): {job.error.describe()}",
+                  file=sys.stderr)
+        for p in job.images:
+            print(p)
+    n_images = sum(len(j.images) for j in results)
+    print(f"{len(results) - failed}/{len(results)} prompt(s) done, {n_images} image(s) saved in {out_dir}")
+    return 1 if failed else 0
+
+
+def cmd_models(args) -> int:
+    """Lists the weight files of the bundled workflows, present or missing, and downloads the missing ones."""
+    from .downloads import DownloadError, download, file_status, files_for_graph, load_manifest, write_workflow_section
+    if args.write_manifest:
+        section = write_workflow_section({n: load_workflow(n) for n in bundled_workflows()})
+        print(f"updated the workflows section of the manifest ({len(section)} workflows)")
+        return 0
+    manifest = load_manifest()
+    if args.models:
+        models_dir = Path(args.models)
+    else:
+        comfy_path = find_comfyui(args.comfyui)
+        if comfy_path is None:
+            raise SystemExit("no models tree: pass --models DIR (ComfyUI's models folder) or --comfyui PATH")
+        models_dir = comfy_path / "models"
+    names = [args.workflow] if args.workflow else bundled_workflows()
+    todo, problems = {}, 0
+    for name in names:
+        files, unknown = files_for_graph(load_workflow(name), manifest)
+        print(f"{name}:")
+        for f in files:
+            status = file_status(f, models_dir, verify=args.verify)
+            size = f"{f.size / 1e6:,.1f} MB" if f.size else "size unknown"
+            print(f"  [{status}] {f.target}  <- {f.repo}/{f.path} ({size})")
+            if status != "present":
+                todo[f.target] = f
+        for name_ in sorted(unknown):
+            problems += 1
+            print(f"  [not in manifest] {name_}: place it in the right ComfyUI folder by hand")
+    if not args.download:
+        if todo:
+            print(f"{len(todo)} file(s) to fetch: add --download (to {models_dir})")
+        return 0
+    for f in todo.values():
+        if file_status(f, models_dir) in ("wrong size", "sha256 mismatch"):
+            print(f"  {f.target}: existing file fails the check; moving it aside to {f.target}.bad")
+            bad = models_dir / f.target
+            bad.replace(bad.with_name(bad.name + ".bad"))
+        try:
+            print(f"  {download(f, models_dir, progress=not args.quiet)}")
+        except (DownloadError, OSError) as e:
+            problems += 1
+            print(f"error: {f.target}: {e}", file=sys.stderr)
+        except Exception as e:  # hub errors (not found, gated, offline) come in many classes
+            problems += 1
+            print(f"error: {f.target}: {type(e).__name__}: {e}", file=sys.stderr)
+    return 1 if problems else 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pixart_delta", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -134,6 +208,29 @@ def main(argv=None) -> int:
     ui.add_argument("workflows", nargs="*", help="names (default: all bundled)")
     ui.add_argument("--comfyui", help="ComfyUI checkout (default: $COMFYUI_PATH, else ~/ComfyUI)")
     ui.set_defaults(func=cmd_ui)
+    queue = sub.add_parser("queue", help="queue a workflow on a running ComfyUI server and download the images")
+    queue.add_argument("workflow", help="bundled name or a path to an API-format JSON")
+    queue.add_argument("--server", default="http://127.0.0.1:8188", help="ComfyUI URL (default http://127.0.0.1:8188)")
+    queue.add_argument("--set", action="append", metavar="NODE.INPUT=VALUE", help="override an input (JSON value)")
+    queue.add_argument("--image", action="append", metavar="[NODE=]PATH",
+                       help="upload a picture for the LoadImage node(s): one PATH feeds every LoadImage node, "
+                            "several go to them in id order, NODE=PATH to a given node")
+    queue.add_argument("--out", default="out", help="where the images are downloaded (default ./out)")
+    queue.add_argument("--count", type=int, default=1, help="queue N variations (every seed input + i)")
+    queue.add_argument("--timeout", type=float, default=3600.0, help="give up after this many seconds")
+    queue.add_argument("--quiet", action="store_true", help="no progress bar")
+    queue.set_defaults(func=cmd_queue)
+    models = sub.add_parser("models", help="which weight files the workflows need, present or missing; --download "
+                                           "fetches the missing ones from Hugging Face")
+    models.add_argument("--workflow", help="only this bundled workflow")
+    models.add_argument("--models", help="ComfyUI models folder (default: <ComfyUI checkout>/models)")
+    models.add_argument("--comfyui", help="ComfyUI checkout (default: $COMFYUI_PATH, else ~/ComfyUI)")
+    models.add_argument("--download", action="store_true", help="fetch missing files (resumable, size/sha256 checked)")
+    models.add_argument("--verify", action="store_true", help="also hash present files with a known sha256")
+    models.add_argument("--quiet", action="store_true", help="no progress bar")
+    models.add_argument("--write-manifest", action="store_true",
+                        help="(maintainers) regenerate the workflows section of workflows/models.json")
+    models.set_defaults(func=cmd_models)
     args = parser.parse_args(argv)
     return args.func(args)
 
