@@ -184,3 +184,19 @@ def test_caption_cleaning_matches_diffusers(text):
         obj = object.__new__(pipe)
         for clean in (True, False):
             assert preprocess_prompt(text, clean) == pipe._text_preprocessing(obj, text, clean_caption=clean)[0]
+
+
+@pytest.mark.parametrize("piece_bytes", [1, 1000, 1 << 20])
+def test_pieces_reassemble_to_the_safetensors_tensors(tmp_path, piece_bytes):
+    import safetensors.torch
+    from pixart_delta.loaders.t5 import iter_pieces
+    f = write_single_t5(tmp_path / "t5.safetensors", TINY, dtype=torch.bfloat16)
+    ref = safetensors.torch.load_file(str(f))
+    parts: dict[str, list] = {}
+    for key, shape, r0, piece in iter_pieces(f, lambda k: True, piece_bytes):
+        assert shape == tuple(ref[key].shape) and r0 == sum(p.shape[0] for p in parts.get(key, []))
+        assert piece.numel() * piece.element_size() <= max(piece_bytes, ref[key][0].numel() * 2)
+        parts.setdefault(key, []).append(piece.clone())
+    assert set(parts) == set(ref)
+    for k, v in ref.items():
+        assert torch.equal(torch.cat(parts[k]), v)

@@ -165,8 +165,10 @@ def tensor_meta(files: list[Path]) -> dict[str, tuple[tuple[int, ...], torch.dty
     return meta
 
 
-def iter_tensors(path: Path, wanted: Callable[[str], bool]) -> Iterator[tuple[str, torch.Tensor]]:
-    """(normalized key, tensor) for the wanted keys of one file, one tensor in memory at a time."""
+def iter_pieces(path: Path, wanted: Callable[[str], bool], piece_bytes: int | None = None
+                ) -> Iterator[tuple[str, tuple[int, ...], int, torch.Tensor]]:
+    """(normalized key, full shape, first row, rows) for the wanted tensors of one file, read with plain file reads
+    in pieces of about `piece_bytes` (whole tensors when None), so at most one piece is in memory at a time."""
     path = Path(path)
     if path.suffix.lower() in SAFETENSORS_EXT:
         header = read_safetensors_header(path)
@@ -177,25 +179,36 @@ def iter_tensors(path: Path, wanted: Callable[[str], bool]) -> Iterator[tuple[st
                 key = normalize_key(k)
                 if not wanted(key):
                     continue
-                dtype = _st_dtype(path, k, v["dtype"])
+                dtype, shape = _st_dtype(path, k, v["dtype"]), tuple(v["shape"])
                 start, end = v["data_offsets"]
-                buf = bytearray(end - start)
+                rows = shape[0] if shape else 1
+                row_bytes = (end - start) // rows if rows else 0
+                step = rows if not piece_bytes or not row_bytes else max(1, piece_bytes // row_bytes)
                 fh.seek(data_start + start)
-                if fh.readinto(buf) != len(buf):
-                    raise CheckpointError(f"{path}: tensor {k} ends past the end of the file; truncated")
-                t = torch.frombuffer(buf, dtype=dtype) if buf else torch.empty(0, dtype=dtype)
-                yield key, t.reshape(v["shape"])
+                for r0 in range(0, max(rows, 1), max(step, 1)):
+                    n = min(step, rows - r0) if shape else 1
+                    buf = bytearray(n * row_bytes)
+                    if fh.readinto(buf) != len(buf):
+                        raise CheckpointError(f"{path}: tensor {k} ends past the end of the file; truncated")
+                    t = torch.frombuffer(buf, dtype=dtype) if buf else torch.empty(0, dtype=dtype)
+                    yield key, shape, r0, t.reshape((n, *shape[1:]) if shape else shape)
     elif path.suffix.lower() in PICKLE_EXT:
         sd = load_state_dict(path)  # torch.load(weights_only=True): a pickle that would run code is refused
         for k in list(sd):
             t = sd.pop(k)
             key = normalize_key(k)
             if isinstance(t, torch.Tensor) and wanted(key):
-                yield key, t
+                yield key, tuple(t.shape), 0, t
         del sd
     else:
         raise CheckpointError(f"{path}: unknown weight file type {path.suffix!r}; expected "
                               f"{', '.join(SAFETENSORS_EXT + PICKLE_EXT)}")
+
+
+def iter_tensors(path: Path, wanted: Callable[[str], bool]) -> Iterator[tuple[str, torch.Tensor]]:
+    """(normalized key, tensor) for the wanted keys of one file, one tensor in memory at a time."""
+    for key, _shape, _r0, t in iter_pieces(path, wanted):
+        yield key, t
 
 
 def _check_is_t5(meta: dict, where) -> None:
@@ -426,25 +439,24 @@ def load_t5_clip(path, family: str = "alpha", max_tokens: int = 0, weight_dtype:
     def wanted(key):
         return key in expected and key not in filled
 
-    chunk, chunk_bytes = {}, 0
+    # Plain T5 weights are copied piece by piece straight into the parameters (what load_state_dict does, but
+    # without a whole fp32 tensor, ~0.5 GB for T5-XXL's embedding, beside the weights); scaled-fp8 files go
+    # through ComfyUI's load_sd whole, as their layers handle the scales themselves.
+    direct = scaled_fp8 is None
     for i, f in enumerate(src.files):
-        for key, t in iter_tensors(f, wanted):
+        for key, shape, r0, t in iter_pieces(f, wanted, (16 << 20) if direct else None):
             target = expected[key]
-            if tuple(t.shape) != tuple(target.shape):
-                raise CheckpointError(f"{f}: {key} has shape {tuple(t.shape)}; expected {tuple(target.shape)} "
+            if shape != tuple(target.shape):
+                raise CheckpointError(f"{f}: {key} has shape {shape}; expected {tuple(target.shape)} "
                                       f"(from the T5 config {cfg})")
-            if target.dtype != t.dtype and t.is_floating_point():
-                t = t.to(target.dtype)  # storage dtype now, before the next tensor is read
-            chunk[key] = t
-            chunk_bytes += t.numel() * t.element_size()
+            if direct:
+                with torch.no_grad():
+                    (target[r0:r0 + t.shape[0]] if target.dim() else target).copy_(t)  # casts to the storage dtype
+            else:
+                clip.load_sd({key: t})
+            del t
             filled.add(key)
-            if chunk_bytes >= 64 << 20:
-                clip.load_sd(chunk)
-                chunk, chunk_bytes = {}, 0
             mm.throw_exception_if_processing_interrupted()
-        if chunk:
-            clip.load_sd(chunk)
-            chunk, chunk_bytes = {}, 0
         if progress is not None:
             progress(i + 1, len(src.files))
     missing = sorted(set(expected) - filled - {"scaled_fp8"})
