@@ -186,15 +186,17 @@ def test_caption_cleaning_matches_diffusers(text):
             assert preprocess_prompt(text, clean) == pipe._text_preprocessing(obj, text, clean_caption=clean)[0]
 
 
-@pytest.mark.parametrize("piece_bytes", [1, 1000, 1 << 20])
+@pytest.mark.parametrize("piece_bytes", [1000, 1 << 20])
 def test_pieces_reassemble_to_the_safetensors_tensors(tmp_path, piece_bytes):
     import safetensors.torch
     from pixart_delta.loaders.t5 import iter_pieces
     f = write_single_t5(tmp_path / "t5.safetensors", TINY, dtype=torch.bfloat16)
     ref = safetensors.torch.load_file(str(f))
     parts: dict[str, list] = {}
+    rows: dict[str, int] = {}
     for key, shape, r0, piece in iter_pieces(f, lambda k: True, piece_bytes):
-        assert shape == tuple(ref[key].shape) and r0 == sum(p.shape[0] for p in parts.get(key, []))
+        assert shape == tuple(ref[key].shape) and r0 == rows.get(key, 0)
+        rows[key] = r0 + piece.shape[0]
         assert piece.numel() * piece.element_size() <= max(piece_bytes, ref[key][0].numel() * 2)
         parts.setdefault(key, []).append(piece.clone())
     assert set(parts) == set(ref)
