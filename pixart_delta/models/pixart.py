@@ -154,6 +154,20 @@ def _per_sample(v: torch.Tensor, batch: int) -> torch.Tensor:
     return v if v.shape[0] == batch else v.repeat(batch // v.shape[0], *([1] * (v.ndim - 1)))
 
 
+_FOREIGN_CONTROL = ("a ControlNet attached to this PixArt MODEL is not a PixArt ControlNet ({}); it was made for "
+                    "another model family. Load PixArt-δ ControlNets with the 'PixArt ControlNet Loader' node.")
+
+
+def _checked_residuals(control) -> list:
+    """control["input"]; a UNet ControlNet (middle/output residuals) is refused rather than half-applied."""
+    if not control:
+        return []
+    for key in ("middle", "output"):
+        if any(r is not None for r in control.get(key) or []):
+            raise ValueError(_FOREIGN_CONTROL.format(f"it gives '{key}' residuals, which only UNets have"))
+    return list(control.get("input") or [])
+
+
 class PixArt(nn.Module):
     """PixArt-α / Σ transformer.
 
@@ -230,11 +244,20 @@ class PixArt(nn.Module):
         tokens = self.embed_image(x)
         t, t0 = self.embed_timestep(timesteps.to(x.device), dtype, c_size, c_ar)
         y = self.y_embedder(context.to(dtype))
-        residuals = list((control or {}).get("input") or [])
+        residuals = _checked_residuals(control)
+        # PixArt-δ ControlNet branches (models/pixart_controlnet.py) see h_i before any residual is added
+        branches = [run.start(self, (h, w)) for run in transformer_options.get("pixart_controlnet", ())]
         for i, block in enumerate(self.blocks):
             tokens = block(tokens, y, t0, mask)
+            extra = [br.after_block(i, tokens, y, t0, mask) for br in branches]
             if i < len(residuals) and residuals[i] is not None:
+                if residuals[i].shape[1:] != tokens.shape[1:]:
+                    raise ValueError(_FOREIGN_CONTROL.format(f"a residual of shape {tuple(residuals[i].shape)} "
+                                                             f"for tokens of shape {tuple(tokens.shape)}"))
                 tokens = tokens + residuals[i].to(tokens)
+            for r in extra:
+                if r is not None:
+                    tokens = tokens + r
         out = self.final_layer(tokens, t)
         out = out.reshape(b, h // p, w // p, p, p, self.out_channels)
         out = torch.einsum("nhwpqc->nchpwq", out).reshape(b, self.out_channels, h, w)
