@@ -168,11 +168,13 @@ def tensor_meta(files: list[Path]) -> dict[str, tuple[tuple[int, ...], torch.dty
 def iter_pieces(path: Path, wanted: Callable[[str], bool], piece_bytes: int | None = None
                 ) -> Iterator[tuple[str, tuple[int, ...], int, torch.Tensor]]:
     """(normalized key, full shape, first row, rows) for the wanted tensors of one file, read with plain file reads
-    in pieces of about `piece_bytes` (whole tensors when None), so at most one piece is in memory at a time."""
+    in pieces of about `piece_bytes` (whole tensors when None), so at most one piece is in memory at a time.
+    With `piece_bytes`, one buffer is reused: a piece is valid only until the next one is read."""
     path = Path(path)
     if path.suffix.lower() in SAFETENSORS_EXT:
         header = read_safetensors_header(path)
         items = sorted(((k, v) for k, v in header.items() if k != "__metadata__"), key=lambda kv: kv[1]["data_offsets"][0])
+        reuse = bytearray(0)
         with open(path, "rb") as fh:
             data_start = 8 + int.from_bytes(fh.read(8), "little")
             for k, v in items:
@@ -187,10 +189,16 @@ def iter_pieces(path: Path, wanted: Callable[[str], bool], piece_bytes: int | No
                 fh.seek(data_start + start)
                 for r0 in range(0, max(rows, 1), max(step, 1)):
                     n = min(step, rows - r0) if shape else 1
-                    buf = bytearray(n * row_bytes)
-                    if fh.readinto(buf) != len(buf):
+                    size = n * row_bytes if shape else end - start
+                    if piece_bytes is None or size > len(reuse):
+                        buf = bytearray(size)
+                        if piece_bytes is not None:
+                            reuse = buf
+                    else:
+                        buf = reuse
+                    if fh.readinto(memoryview(buf)[:size]) != size:
                         raise CheckpointError(f"{path}: tensor {k} ends past the end of the file; truncated")
-                    t = torch.frombuffer(buf, dtype=dtype) if buf else torch.empty(0, dtype=dtype)
+                    t = torch.frombuffer(buf, dtype=dtype, count=size // dtype.itemsize) if size else torch.empty(0, dtype=dtype)
                     yield key, shape, r0, t.reshape((n, *shape[1:]) if shape else shape)
     elif path.suffix.lower() in PICKLE_EXT:
         sd = load_state_dict(path)  # torch.load(weights_only=True): a pickle that would run code is refused
