@@ -46,11 +46,13 @@ class PixArtControlRun:
 
     def __init__(self, branch: PixArtControlNetBranch, hint: torch.Tensor, strength: float = 1.0):
         self.branch, self.hint, self.strength = branch, hint, strength
+        self.used = False   # set by the model's forward; the ComfyUI side refuses a run nobody consumed
 
     def start(self, model, latent_hw) -> "_RunState":
         if tuple(self.hint.shape[-2:]) != tuple(latent_hw):
             raise ValueError(f"PixArt ControlNet: the hint latent is {tuple(self.hint.shape[-2:])} but the latent "
                              f"being sampled is {tuple(latent_hw)}")
+        self.used = True
         return _RunState(self, model)
 
 
