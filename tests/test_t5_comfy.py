@@ -17,6 +17,16 @@ PROMPTS = ["A photo of a Cat sitting on a <b>red</b> mat, http://example.com",
 LONG = ", ".join(f"word{i} cat dog" for i in range(200))  # far over 300 tokens
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    # tiny models gain nothing from threads, and on a busy 2-core machine OpenMP's spinning threads made each
+    # forward ~40x slower; restored afterwards for the other modules
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="module")
 def t5_files(comfy, tmp_path_factory):
     root = tmp_path_factory.mktemp("t5c")
