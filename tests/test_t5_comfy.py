@@ -186,3 +186,28 @@ def test_core_clip_text_encode_accepts_the_clip(comfy, models_dir, tokenizer, t5
     stored = torch.float16 if t5_name.startswith("t5xxl") else None
     ref = reference_encoder(_roundtrip(stored) if stored else None)
     torch.testing.assert_close(tensor[0], diffusers_embeds(ref, tokenizer, prompt)[0], rtol=1e-5, atol=1e-5)
+
+
+def test_scaled_fp8_file_as_comfyui_ships_it(tmp_path, tokenizer):
+    """t5xxl_fp8_e4m3fn_scaled: fp8 linear weights with a per-tensor `scale_weight`, a `scaled_fp8` marker, fp16
+    embedding and norms. Equals transformers with the dequantized weights (fp8 * scale)."""
+    from pixart_delta.fixtures.io import save
+    sd = random_t5_state_dict(TINY)
+    stored, dequant = {"scaled_fp8": torch.empty(0, dtype=torch.float8_e4m3fn)}, {}
+    for k, w in sd.items():
+        if w.dim() == 2 and k != "shared.weight" and "relative_attention_bias" not in k:
+            scale = w.abs().max() / 448.0
+            q = (w / scale).to(torch.float8_e4m3fn)
+            stored[k], stored[k.replace(".weight", ".scale_weight")] = q, scale.reshape(())
+            dequant[k] = q.float() * scale
+        else:
+            stored[k] = w.half()
+            dequant[k] = w.half().float()
+    f = save(tmp_path / "t5xxl_fp8_e4m3fn_scaled.safetensors", stored)
+    clip = load(f)
+    model = clip.cond_stage_model.t5xxl.transformer
+    assert model.encoder.block[0].layer[1].DenseReluDense.wi_0.weight.dtype == torch.float8_e4m3fn
+    ref = reference_encoder(dequant)
+    for prompt in PROMPTS[:2]:
+        torch.testing.assert_close(encode(clip, prompt)[0], diffusers_embeds(ref, tokenizer, prompt)[0],
+                                   rtol=1e-5, atol=1e-5)

@@ -425,11 +425,11 @@ def load_t5_clip(path, family: str = "alpha", max_tokens: int = 0, weight_dtype:
     dtype = storage_dtype(weight_dtype, file_dtype, load_device)
     model_options = {"t5xxl_model_config": cfg, "load_device": load_device, "offload_device": offload_device,
                      "initial_device": offload_device}
-    if scaled_fp8 is not None:  # ComfyUI's scaled-fp8 files: weights stay as stored, with their scales
-        if weight_dtype not in ("default", "fp8_e4m3fn"):
-            log.warning("%s is a scaled fp8 file; it is loaded as stored (weight_dtype %s ignored)", where, weight_dtype)
+    if scaled_fp8 is not None:  # ComfyUI's scaled-fp8 files: linear weights stay fp8 with their scales
+        if weight_dtype != "default":
+            log.info("%s is a scaled fp8 file: its linear weights stay %s, weight_dtype %s applies to the rest",
+                     where, scaled_fp8, weight_dtype)
         model_options["t5xxl_scaled_fp8"] = scaled_fp8
-        dtype = scaled_fp8
     model_options["dtype"] = dtype
 
     class Target:
