@@ -259,3 +259,47 @@ def test_loader_node(setup, models_dir):
     fx.save(notcn, {"control_model.input_hint_block.0.weight": torch.zeros(16, 3, 3, 3)})
     with pytest.raises(ValueError, match="Stable Diffusion \\(UNet\\) ControlNet"):
         PixArtControlNetLoader.execute("sd15_canny.safetensors", setup["model"])
+
+
+@pytest.mark.parametrize("path", ["ksampler_dpmpp_2m_cfg4.5", "lcm_4", "dmd_1", "yoso_1", "core_lcm_sampler"])
+def test_every_sampler_runs_the_branch_at_every_model_call(setup, path):
+    """Each sampling path sees the ControlNet at every model call (counted at the model input), the result
+    differs from the uncontrolled one, and strength 0 gives exactly the uncontrolled result."""
+    import comfy.sample
+    import comfy.samplers
+    from pixart_delta.models.pixart_controlnet import CONTROL_KEY
+    from pixart_delta.samplers.comfy_samplers import make_sampler, patch_prediction, sigmas_for_timesteps
+    model, cn, vae = setup["model"], setup["cn"], setup["vae"]
+    pos, neg = conds(9)
+    x = torch.zeros(1, 4, H, W)
+    noise = latent(seed=10)
+    img = image(7)
+    calls = []
+
+    def counting(apply_model, args):
+        runs = args["c"]["transformer_options"].get(CONTROL_KEY, [])
+        calls.append(len(runs))
+        return apply_model(args["input"], args["timestep"], **args["c"])
+
+    def sample(p, n, count=False):
+        m = model.clone()
+        if path == "yoso_1":
+            m = patch_prediction(m, "v_prediction")
+        if path == "core_lcm_sampler":
+            m = patch_prediction(m, "lcm")
+        if count:
+            m.model_options["model_function_wrapper"] = counting
+        if path.startswith("ksampler"):
+            return comfy.sample.sample(m, noise, 3, 4.5, "dpmpp_2m", "normal", p, n, x, disable_pbar=True, seed=1)
+        sampler, ts = {"lcm_4": (make_sampler("lcm"), [999, 759, 499, 259]), "dmd_1": (make_sampler("dmd"), [400]),
+                       "yoso_1": (make_sampler("lcm"), [999]),
+                       "core_lcm_sampler": (comfy.samplers.ksampler("lcm"), [999, 759, 499, 259])}[path]
+        return comfy.sample.sample_custom(m, noise, 1.0, sampler, sigmas_for_timesteps(m, ts), p, n, x,
+                                          disable_pbar=True, seed=1)
+
+    plain = sample(pos, neg)
+    controlled = sample(*our_apply(pos, neg, cn, img, vae, x), count=True)
+    n_calls = {"ksampler_dpmpp_2m_cfg4.5": 3, "lcm_4": 4, "dmd_1": 1, "yoso_1": 1, "core_lcm_sampler": 4}[path]
+    assert calls == [1] * n_calls
+    assert rel(controlled, plain) > 1e-3
+    assert torch.equal(sample(*our_apply(pos, neg, cn, img, vae, x, strength=0.0)), plain)
