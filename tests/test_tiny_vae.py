@@ -92,3 +92,12 @@ def test_fp16_file_reads_as_float32_for_comfy(tmp_path):
     sd = comfy_state_dict(read_tiny_vae(p), SD1)
     assert all(v.dtype == torch.float32 for v in sd.values())
     assert float(sd["vae_scale"]) == pytest.approx(0.18215)
+
+
+def test_comfyui_combined_layout(tmp_path):
+    dec, enc = random_taesd_decoder(5), random_taesd_encoder(6)
+    sd = {**{f"taesd_decoder.{k}": v for k, v in dec.items()}, **{f"taesd_encoder.{k}": v for k, v in enc.items()}}
+    tiny = read_tiny_vae(save(tmp_path / "taesd_combined.safetensors", sd))
+    assert tiny.layout == "ComfyUI TAESD"
+    assert all(torch.equal(tiny.decoder[k], v) for k, v in dec.items())
+    assert all(torch.equal(tiny.encoder[k], v) for k, v in enc.items())
