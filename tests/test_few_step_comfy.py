@@ -241,6 +241,15 @@ def test_prior_save_then_load_through_the_executor(comfy, comfy_dirs):
     torch.testing.assert_close(direct, refs.mean(0) + refs.std() * noise)
     with pytest.raises(ValueError, match="use one"):
         fs.PixArtYOSOPriorLatent.execute(1, 0, references={"samples": refs}, prior_file="test_prior.safetensors")
+    # the save node as an output node in a graph
+    out = comfy.run({
+        "1": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 32, "batch_size": 2}},
+        "2": {"class_type": "PixArtYOSOPriorSave", "inputs": {"name": "graph_prior", "references": ["1", 0]}},
+    })
+    assert "graph_prior.safetensors" in out["2"]["text"][0]
+    from pixart_delta.samplers.prior import load_prior
+    mean, std, meta = load_prior(folder_paths.get_full_path("yoso_priors", "graph_prior.safetensors"))
+    assert mean.shape == (4, 4, 8) and float(mean.abs().max()) == 0 and float(std) == 0 and meta["references"] == "2"
 
 
 def test_steps_out_of_range_is_a_validation_error(comfy, models_dir):
