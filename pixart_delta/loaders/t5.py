@@ -12,6 +12,7 @@ from __future__ import annotations
 import html
 import json
 import logging
+import mmap
 import re
 import urllib.parse as ul
 from dataclasses import dataclass, field
@@ -167,9 +168,12 @@ def tensor_meta(files: list[Path]) -> dict[str, tuple[tuple[int, ...], torch.dty
 
 def iter_pieces(path: Path, wanted: Callable[[str], bool], piece_bytes: int | None = None
                 ) -> Iterator[tuple[str, tuple[int, ...], int, torch.Tensor]]:
-    """(normalized key, full shape, first row, rows) for the wanted tensors of one file, read with plain file reads
-    in pieces of about `piece_bytes` (whole tensors when None), so at most one piece is in memory at a time.
-    With `piece_bytes`, one buffer is reused: a piece is valid only until the next one is read."""
+    """(normalized key, full shape, first row, rows) for the wanted tensors of one file, in pieces of about
+    `piece_bytes` (whole tensors when None), so that at most one piece is resident at a time.
+
+    Whole tensors are read with plain file reads. Pieces come from a memory map whose pages are released
+    (madvise DONTNEED) once the next piece is asked for, where the OS has madvise; elsewhere from one reused
+    read buffer. Either way a piece is valid only until the next one is read."""
     path = Path(path)
     if path.suffix.lower() in SAFETENSORS_EXT:
         header = read_safetensors_header(path)
@@ -177,29 +181,49 @@ def iter_pieces(path: Path, wanted: Callable[[str], bool], piece_bytes: int | No
         reuse = bytearray(0)
         with open(path, "rb") as fh:
             data_start = 8 + int.from_bytes(fh.read(8), "little")
-            for k, v in items:
-                key = normalize_key(k)
-                if not wanted(key):
-                    continue
-                dtype, shape = _st_dtype(path, k, v["dtype"]), tuple(v["shape"])
-                start, end = v["data_offsets"]
-                rows = shape[0] if shape else 1
-                row_bytes = (end - start) // rows if rows else 0
-                step = rows if not piece_bytes or not row_bytes else max(1, piece_bytes // row_bytes)
-                fh.seek(data_start + start)
-                for r0 in range(0, max(rows, 1), max(step, 1)):
-                    n = min(step, rows - r0) if shape else 1
-                    size = n * row_bytes if shape else end - start
-                    if piece_bytes is None or size > len(reuse):
-                        buf = bytearray(size)
-                        if piece_bytes is not None:
-                            reuse = buf
-                    else:
-                        buf = reuse
-                    if fh.readinto(memoryview(buf)[:size]) != size:
-                        raise CheckpointError(f"{path}: tensor {k} ends past the end of the file; truncated")
-                    t = torch.frombuffer(buf, dtype=dtype, count=size // dtype.itemsize) if size else torch.empty(0, dtype=dtype)
-                    yield key, shape, r0, t.reshape((n, *shape[1:]) if shape else shape)
+            use_map = piece_bytes is not None and hasattr(mmap, "MADV_DONTNEED") and path.stat().st_size > 0
+            mapped = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_COPY) if use_map else None
+            try:
+                for k, v in items:
+                    key = normalize_key(k)
+                    if not wanted(key):
+                        continue
+                    dtype, shape = _st_dtype(path, k, v["dtype"]), tuple(v["shape"])
+                    start, end = v["data_offsets"]
+                    rows = shape[0] if shape else 1
+                    row_bytes = (end - start) // rows if rows else 0
+                    step = rows if not piece_bytes or not row_bytes else max(1, piece_bytes // row_bytes)
+                    fh.seek(data_start + start)
+                    for r0 in range(0, max(rows, 1), max(step, 1)):
+                        n = min(step, rows - r0) if shape else 1
+                        size = n * row_bytes if shape else end - start
+                        count = size // dtype.itemsize
+                        offset = data_start + start + r0 * row_bytes
+                        if not size:
+                            t = torch.empty(0, dtype=dtype)
+                        elif mapped is not None:
+                            t = torch.frombuffer(mapped, dtype=dtype, count=count, offset=offset)
+                        else:
+                            if piece_bytes is None or size > len(reuse):
+                                buf = bytearray(size)
+                                if piece_bytes is not None:
+                                    reuse = buf
+                            else:
+                                buf = reuse
+                            if fh.readinto(memoryview(buf)[:size]) != size:
+                                raise CheckpointError(f"{path}: tensor {k} ends past the end of the file; truncated")
+                            t = torch.frombuffer(buf, dtype=dtype, count=count)
+                        yield key, shape, r0, t.reshape((n, *shape[1:]) if shape else shape)
+                        del t
+                        if mapped is not None and size:
+                            lo = offset - offset % mmap.PAGESIZE
+                            mapped.madvise(mmap.MADV_DONTNEED, lo, offset + size - lo)
+            finally:
+                if mapped is not None:
+                    try:
+                        mapped.close()
+                    except BufferError:  # the caller still holds the last piece; the map closes with it
+                        pass
     elif path.suffix.lower() in PICKLE_EXT:
         sd = load_state_dict(path)  # torch.load(weights_only=True): a pickle that would run code is refused
         for k in list(sd):
