@@ -208,3 +208,23 @@ def test_pieces_reassemble_to_the_safetensors_tensors(tmp_path, monkeypatch, pie
     assert set(parts) == set(ref)
     for k, v in ref.items():
         assert torch.equal(torch.cat(parts[k]), v)
+
+
+def test_folder_with_both_formats_uses_the_complete_set(tmp_path):
+    """HF repos often hold safetensors and .bin shards with both indexes; a shard picks its own set, the folder
+    the safetensors set, or the complete one when the other lacks files."""
+    write_hf_t5_folder(tmp_path, TINY, n_shards=2)
+    write_hf_t5_folder(tmp_path, TINY, n_shards=2, fmt="bin")
+    assert resolve_t5_source(tmp_path).files[0].suffix == ".safetensors"
+    assert resolve_t5_source(tmp_path / "pytorch_model-00002-of-00002.bin").files == [
+        tmp_path / "pytorch_model-00001-of-00002.bin", tmp_path / "pytorch_model-00002-of-00002.bin"]
+    (tmp_path / "model-00001-of-00002.safetensors").unlink()
+    assert resolve_t5_source(tmp_path).files[0].suffix == ".bin"
+
+
+def test_unsharded_hf_folder_prefers_safetensors(tmp_path):
+    write_single_t5(tmp_path / "model.safetensors", TINY)
+    write_single_t5(tmp_path / "pytorch_model.bin", TINY)
+    (tmp_path / "config.json").write_text(json.dumps(hf_config(**TINY)))
+    src = resolve_t5_source(tmp_path)
+    assert src.files == [tmp_path / "model.safetensors"] and src.hf_config["num_layers"] == TINY["num_layers"]

@@ -64,12 +64,15 @@ def _read_json(path: Path, what: str) -> dict:
     return data
 
 
-def _index_in(folder: Path) -> Path | None:
-    for name in INDEX_NAMES:
-        if (folder / name).is_file():
-            return folder / name
-    others = sorted(folder.glob("*.index.json"))
-    return others[0] if others else None
+def _indexes_in(folder: Path) -> list[Path]:
+    """Shard indexes in a folder, the safetensors one first (HF repos often hold both formats)."""
+    named = [folder / n for n in INDEX_NAMES if (folder / n).is_file()]
+    return named + [p for p in sorted(folder.glob("*.index.json")) if p not in named]
+
+
+def _shard_names(index: Path) -> list[str]:
+    wm = _read_json(index, "shard index").get("weight_map")
+    return list(dict.fromkeys(wm.values())) if isinstance(wm, dict) else []
 
 
 def _is_weight_file(p: Path) -> bool:
@@ -85,26 +88,29 @@ def resolve_t5_source(path) -> T5Source:
     folder = path if path.is_dir() else path.parent
     index = None
     if path.is_dir():
-        index = _index_in(folder)
-        if index is None:
+        indexes = _indexes_in(folder)
+        if indexes:  # the first whose shards are all there, else the first (its missing shards get reported)
+            complete = [i for i in indexes if all((folder / n).is_file() for n in _shard_names(i))]
+            index = (complete or indexes)[0]
+        else:
             weights = sorted(p for p in folder.iterdir() if _is_weight_file(p))
-            if len(weights) != 1:
+            safe = [p for p in weights if p.suffix.lower() in SAFETENSORS_EXT]
+            if len(safe) == 1 or len(weights) == 1:
+                path = (safe or weights)[0]
+            else:
                 raise CheckpointError(
-                    f"{folder}: found {len(weights)} weight files and no {' / '.join(INDEX_NAMES)}; expected a "
-                    f"sharded Hugging Face folder with its index, or exactly one T5 weight file")
-            path = weights[0]
+                    f"{folder}: found {len(weights)} weight files ({', '.join(p.name for p in weights[:6]) or 'none'}) "
+                    f"and no {' / '.join(INDEX_NAMES)}; expected a sharded Hugging Face folder with its index, or "
+                    f"one T5 weight file")
     elif path.name.endswith(".index.json"):
         index = path
     else:
-        candidate = _index_in(folder)
-        if candidate is not None:
-            wm = _read_json(candidate, "shard index").get("weight_map", {})
-            if isinstance(wm, dict) and path.name in set(wm.values()):
-                index = candidate
+        indexes = _indexes_in(folder)
+        index = next((i for i in indexes if path.name in _shard_names(i)), None)
         if index is None and _SHARD_NAME.search(path.name):
             raise CheckpointError(
                 f"{path}: this is one shard of a set of {int(_SHARD_NAME.search(path.name).group(1))}, but "
-                f"{folder} has no index naming it (found {candidate.name if candidate else 'no *.index.json'}); "
+                f"{folder} has no index naming it (found {', '.join(i.name for i in indexes) or 'no *.index.json'}); "
                 f"expected {' or '.join(INDEX_NAMES)} beside the shards (download it with them)")
 
     cfg_path = folder / "config.json"
