@@ -303,3 +303,17 @@ def test_every_sampler_runs_the_branch_at_every_model_call(setup, path):
     assert calls == [1] * n_calls
     assert rel(controlled, plain) > 1e-3
     assert torch.equal(sample(*our_apply(pos, neg, cn, img, vae, x, strength=0.0)), plain)
+
+
+def test_control_chain_check_for_the_model(setup):
+    """check_control_chain: what the PixArt MODEL's extra_conds can call to refuse foreign ControlNets up front."""
+    import comfy.controlnet
+    from pixart_delta.loaders.pixart_controlnet_model import check_control_chain
+    cn = setup["cn"]
+    check_control_chain(None)
+    ours = cn.copy().set_cond_hint(image(), 1.0)
+    ours.set_previous_controlnet(cn.copy())
+    check_control_chain(ours)
+    ours.set_previous_controlnet(comfy.controlnet.T2IAdapter(torch.nn.Identity(), 4, 8, "nearest-exact"))
+    with pytest.raises(ValueError, match="T2IAdapter ControlNet is attached to a PixArt MODEL"):
+        check_control_chain(ours)

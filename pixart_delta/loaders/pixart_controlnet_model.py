@@ -155,3 +155,15 @@ def load_pixart_controlnet(path, weight_dtype: str = "default", sd: dict | None 
                               f"unexpected {unexpected[:3]}")
     logging.info("PixArt ControlNet: %s", info.describe())
     return PixArtControlNet(branch.eval(), info, load_device=load_device, manual_cast_dtype=manual_cast)
+
+
+def check_control_chain(control) -> None:
+    """Refuses a chain holding a ControlNet made for another model family (SD/SDXL ControlNet, T2I-Adapter,
+    ControlLoRA, SD3/Flux/HunyuanDiT ControlNets): on a PixArt MODEL they either crash with a shape error or
+    would be dropped. For a PixArt MODEL's extra_conds (which receives the cond's `control`)."""
+    while control is not None:
+        if not isinstance(control, PixArtControlNet):
+            raise ValueError(f"a {type(control).__name__} ControlNet is attached to a PixArt MODEL; it was made for "
+                             f"another model family and cannot drive PixArt. Use PixArt-δ ControlNets loaded with "
+                             f"'PixArt ControlNet Loader' (PixArt-XL-2-512/1024-ControlNet.pth).")
+        control = control.previous_controlnet

@@ -1,0 +1,98 @@
+"""PixArt-δ ControlNet cost: one controlled vs one uncontrolled sampling step, full size, CPU fp32.
+
+Full-size random PixArt-δ 1024 ControlNet file (hidden 1152, depth 28, 13 copies, 668 keys) loaded through the
+pack's loaders into ComfyUI: its base as the MODEL, the branch as the CONTROL_NET (PixArt ControlNet Apply with
+a hint image). A step = ComfyUI's whole path for one Euler step (SamplerCustom, cfg 1) on a batch of 2 latents
+at --px, interleaved controlled / uncontrolled, median of --runs, under torch.inference_mode() like ComfyUI.
+Target: ratio <= 1.5 (13 extra blocks of 28 plus 14 projections).
+
+    python bench/controlnet.py [--runs 5] [--px 256] [--batch 2]
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from pixart_delta.comfy_runtime import InProcessComfy, find_comfyui  # noqa: E402
+from pixart_delta.fixtures import pixart as fx  # noqa: E402
+from pixart_delta.fixtures.tiny_pixart import write_sd_vae  # noqa: E402
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--px", type=int, default=256)
+    ap.add_argument("--batch", type=int, default=2)
+    args = ap.parse_args()
+    comfy_path = find_comfyui()
+    if comfy_path is None:
+        raise SystemExit("needs a ComfyUI checkout (COMFYUI_PATH or ~/ComfyUI)")
+    tmp = Path(tempfile.mkdtemp(prefix="bench_controlnet_"))
+    InProcessComfy.get(comfy_path, models_dir=tmp / "models", output_dir=tmp / "out")
+
+    import comfy.model_management as mm
+    import comfy.samplers
+    import comfy.sd
+    import comfy.utils
+    from comfy_extras.nodes_custom_sampler import SamplerCustom
+    from pixart_delta.loaders.pixart_controlnet_model import load_pixart_controlnet
+    from pixart_delta.loaders.pixart_model import load_pixart_model
+    from pixart_delta.nodes.controlnet import PixArtControlNetApply
+
+    path = tmp / "PixArt-XL-2-1024-ControlNet.safetensors"
+    sd = fx.random_controlnet_file(seed=0)
+    assert len(sd) == 668
+    fx.save(path, sd)
+    del sd
+    gc.collect()
+    model = load_pixart_model(path, weight_dtype="fp32")
+    control = load_pixart_controlnet(path, weight_dtype="fp32")
+    path.unlink()
+    write_sd_vae(tmp / "vae.safetensors")
+    vae = comfy.sd.VAE(sd=comfy.utils.load_torch_file(str(tmp / "vae.safetensors")))
+    mm.load_models_gpu([model, control.control_model_wrapped])
+
+    g = torch.Generator().manual_seed(0)
+    lat = args.px // 8
+    pos = [[torch.randn(1, 120, 4096, generator=g), {}]]
+    neg = [[torch.randn(1, 120, 4096, generator=g), {}]]
+    latent = {"samples": torch.zeros(args.batch, 4, lat, lat)}
+    hint = (torch.rand(1, args.px, args.px, 1, generator=g) > 0.9).float().expand(-1, -1, -1, 3)
+    cpos, cneg = PixArtControlNetApply.execute(pos, neg, control, hint, vae, latent).result
+    sampler = comfy.samplers.ksampler("euler")
+    ms = model.get_model_object("model_sampling")
+    sigmas = torch.stack([ms.sigmas[500], torch.zeros(())])
+
+    def step(p, n):
+        SamplerCustom().sample(model, True, 1, 1.0, p, n, sampler, sigmas, latent)
+
+    contenders = {"uncontrolled": lambda: step(pos, neg), "controlled": lambda: step(cpos, cneg)}
+    times = {k: [] for k in contenders}
+    with torch.inference_mode():
+        for fn in contenders.values():   # warm-up
+            fn()
+        for r in range(args.runs):
+            for name, fn in contenders.items():
+                t = time.perf_counter()
+                fn()
+                times[name].append(time.perf_counter() - t)
+            print(f"run {r + 1}/{args.runs}: " + ", ".join(f"{k} {v[-1]:.2f}s" for k, v in times.items()), flush=True)
+    shutil.rmtree(tmp, ignore_errors=True)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    print(f"\nfull-size random PixArt-δ 1024 ControlNet, {args.px} px, batch {args.batch}, fp32, CPU "
+          f"({torch.get_num_threads()} threads), median of {args.runs}")
+    print(f"uncontrolled step {med['uncontrolled']:.2f}s, controlled step {med['controlled']:.2f}s, "
+          f"ratio {med['controlled'] / med['uncontrolled']:.3f} (target <= 1.5)")
+
+
+if __name__ == "__main__":
+    main()
