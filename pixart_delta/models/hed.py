@@ -24,7 +24,7 @@ class HEDBlock(nn.Module):
         if downsample:
             x = F.max_pool2d(x, 2, 2)
         for conv in self.convs:
-            x = F.relu(conv(x))
+            x = F.relu(conv(x), inplace=True)
         return x, self.projection(x)
 
 
