@@ -211,3 +211,13 @@ def test_scaled_fp8_file_as_comfyui_ships_it(tmp_path, tokenizer):
     for prompt in PROMPTS[:2]:
         torch.testing.assert_close(encode(clip, prompt)[0], diffusers_embeds(ref, tokenizer, prompt)[0],
                                    rtol=1e-5, atol=1e-5)
+
+
+def test_incomplete_t5_file_is_a_clear_error(tmp_path):
+    from pixart_delta.fixtures.io import save
+    from pixart_delta.loaders.files import CheckpointError
+    sd = random_t5_state_dict(TINY)
+    del sd["encoder.block.1.layer.1.DenseReluDense.wo.weight"]
+    f = save(tmp_path / "t5_incomplete.safetensors", sd)
+    with pytest.raises(CheckpointError, match=r"t5_incomplete\.safetensors.*lack 1 tensors.*block\.1\.layer\.1\.DenseReluDense\.wo"):
+        load(f)

@@ -497,7 +497,8 @@ def load_t5_clip(path, family: str = "alpha", max_tokens: int = 0, weight_dtype:
             mm.throw_exception_if_processing_interrupted()
         if progress is not None:
             progress(i + 1, len(src.files))
-    missing = sorted(set(expected) - filled - {"scaled_fp8"})
+    missing = sorted(k for k in set(expected) - filled
+                     if k != "scaled_fp8" and not k.endswith((".scale_weight", ".scale_input")))  # scales default to 1
     if missing:
         raise CheckpointError(f"{where}: the T5 weights lack {len(missing)} tensors the config needs "
                               f"({', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''}); expected a complete "
