@@ -207,3 +207,13 @@ def test_fit_hint_covers_and_centre_crops_like_the_reference():
         hint_batch(3, 4)
     with pytest.raises(HintError, match="IMAGE"):
         fit_hint(torch.rand(16, 16, 3), 8, 8)
+
+
+def test_safetensors_full_file_reads_only_the_branch(tmp_path):
+    sd = tiny_controlnet_file(1024)
+    path = save(tmp_path / "PixArt-XL-2-1024-ControlNet.safetensors", sd)
+    cn = read_controlnet(path)
+    ref = read_controlnet(tmp_path / "x-1024.pth", sd=sd)
+    assert (cn.has_base, cn.micro, cn.native_px) == (True, True, 1024)
+    assert cn.state_dict.keys() == ref.state_dict.keys()
+    assert all(torch.equal(cn.state_dict[k], ref.state_dict[k]) for k in ref.state_dict)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from .files import CheckpointError, load_state_dict, unwrap
+from .files import SAFETENSORS_EXT, CheckpointError, load_state_dict, read_safetensors_header, unwrap
 from .pixart_checkpoint import (HEAD_DIM, _px_from_name, count_blocks, describe_keys,
                                 diffusers_block_to_original)
 from .variants import VARIANTS, Variant
@@ -97,11 +97,27 @@ def _check_complete(path: Path, sd: dict, copies: int, hidden: int) -> None:
                                   f"(hidden size {hidden} read from the copied blocks)")
 
 
+def _load_branch_part(path: Path) -> dict:
+    """The whole file, except that a safetensors full file gives only the tensors the branch and the checks need
+    (the 2.4 GB base stays on disk; .pth files are memory-mapped, so their base is never read either)."""
+    if path.suffix.lower() not in SAFETENSORS_EXT:
+        return load_state_dict(path)
+    keys = [k for k in read_safetensors_header(path) if k != "__metadata__"]
+    if "base_model.blocks.0.attn.qkv.weight" not in keys:
+        return load_state_dict(path)
+    import safetensors
+    wanted = [k for k in keys if not k.startswith("base_model.")] + \
+        [k for k in ("base_model.blocks.0.attn.qkv.weight", "base_model.csize_embedder.mlp.0.weight",
+                     "base_model.pos_embed") if k in keys]
+    with safetensors.safe_open(str(path), framework="pt") as f:
+        return {k: f.get_tensor(k) for k in wanted}
+
+
 def read_controlnet(path: str | Path, sd: dict | None = None) -> ControlNetFile:
     """Reads a PixArt-δ ControlNet file in any of the layouts above (or uses `sd`)."""
     path = Path(path)
     if sd is None:
-        sd = load_state_dict(path)
+        sd = _load_branch_part(path)
     sd = unwrap(sd)
     for p in ("module.",):
         if any(k.startswith(p + "controlnet") for k in sd):
