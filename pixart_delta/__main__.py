@@ -229,7 +229,7 @@ def main(argv=None) -> int:
     models.add_argument("--verify", action="store_true", help="also hash present files with a known sha256")
     models.add_argument("--quiet", action="store_true", help="no progress bar")
     models.add_argument("--write-manifest", action="store_true",
-                        help="(maintainers) regenerate the workflows section of workflows/models.json")
+                        help="(maintainers) regenerate the workflows section of workflows/manifest/models.json")
     models.set_defaults(func=cmd_models)
     args = parser.parse_args(argv)
     return args.func(args)

@@ -1,4 +1,4 @@
-"""The model manifest (workflows/models.json): which weight files each bundled workflow needs, where they go in
+"""The model manifest (workflows/manifest/models.json): which weight files each bundled workflow needs, where they go in
 a ComfyUI models tree, and fetching the missing ones from Hugging Face (`python -m pixart_delta models`).
 
 Downloads are resumable (an interrupted file stays as `<target>.part` and continues from there), checked for
@@ -15,7 +15,7 @@ from pathlib import Path
 
 from .comfy_runtime import PACK_ROOT
 
-MANIFEST = PACK_ROOT / "workflows" / "models.json"
+MANIFEST = PACK_ROOT / "workflows" / "manifest" / "models.json"  # not workflows/*.json: ComfyUI lists those as templates
 WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".ckpt", ".sft", ".gguf")
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 

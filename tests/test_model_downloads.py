@@ -1,4 +1,4 @@
-"""The model manifest (workflows/models.json) and `models --download`, against a hub stand-in on 127.0.0.1
+"""The model manifest (workflows/manifest/models.json) and `models --download`, against a hub stand-in on 127.0.0.1
 (HF_ENDPOINT), never the internet: a missing file is fetched, a partial one resumes with a Range request, a
 sha256 mismatch is refused and the bad file removed. No ComfyUI needed."""
 import hashlib
@@ -37,7 +37,7 @@ def test_every_weight_file_of_a_workflow_is_in_the_manifest(name):
 def test_workflows_section_is_up_to_date():
     graphs = {n: load_workflow(n) for n in bundled_workflows()}
     assert MANIFEST["workflows"] == workflow_section(MANIFEST, graphs), \
-        "workflows/models.json is stale: run `python -m pixart_delta models --write-manifest`"
+        "workflows/manifest/models.json is stale: run `python -m pixart_delta models --write-manifest`"
 
 
 def test_manifest_entries_are_well_formed():

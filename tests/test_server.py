@@ -83,6 +83,20 @@ def test_workflow_through_the_server(server, tmp_path, name):
             assert im.size[0] > 0 and im.size[1] > 0
 
 
+def test_template_browser_lists_every_bundled_workflow(server):
+    """ComfyUI serves the pack's example_workflows/ to its template browser: exactly the bundled workflows, each
+    file byte for byte (and nothing else of ours, such as a stray JSON in workflows/)."""
+    import json
+    import urllib.request
+    pack = next(p.name for p in (server.base / "custom_nodes").iterdir() if p.resolve() == PACK_ROOT)
+    with urllib.request.urlopen(f"{server.url}/api/workflow_templates", timeout=30) as r:
+        listed = json.loads(r.read())
+    assert sorted(listed.get(pack, [])) == bundled_workflows()
+    for name in bundled_workflows():
+        with urllib.request.urlopen(f"{server.url}/api/workflow_templates/{pack}/{name}.json", timeout=30) as r:
+            assert r.read() == (PACK_ROOT / "example_workflows" / f"{name}.json").read_bytes(), name
+
+
 def test_cli_queue_count_and_set(server, tmp_path):
     """`queue NAME --count 2 --set ...`: two variations (seed, seed + 1), both downloaded, different pictures."""
     name = "pixart_sigma_t2i" if "pixart_sigma_t2i" in bundled_workflows() else bundled_workflows()[0]
