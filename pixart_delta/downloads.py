@@ -7,6 +7,7 @@ size and sha256 (the manifest's, else the LFS sha256 the hub announces), and sho
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import os
 import re
@@ -156,10 +157,13 @@ def download(f: ModelFile, models_dir: Path, endpoint: str | None = None, token=
         have = 0
     # huggingface_hub's own hf_hub_download deletes an interrupted file, so the resumable .part is kept here
     headers = build_hf_headers(token=token)
+    extra = {}
+    if not progress and "tqdm_class" in inspect.signature(http_get).parameters:  # (older hub versions lack it)
+        extra["tqdm_class"] = _NoBar
     with open(part, "ab") as fh:
         if size is None or have < size:
             http_get(meta.location or url, fh, resume_size=have, headers=headers, expected_size=size,
-                     displayed_filename=Path(f.target).name, tqdm_class=None if progress else _NoBar)
+                     displayed_filename=Path(f.target).name, **extra)
     got = part.stat().st_size
     if size is not None and got != size:
         part.unlink()
