@@ -1,5 +1,6 @@
 """Command line: `python -m pixart_delta run WORKFLOW [--tiny]` runs a bundled API workflow in-process in a
-ComfyUI checkout and prints where the images went."""
+ComfyUI checkout and prints where the images went; `queue WORKFLOW` sends it to a running ComfyUI server and
+downloads the images; `models [--workflow NAME] [--download]` lists and fetches the weight files."""
 from __future__ import annotations
 
 import argparse
