@@ -124,3 +124,18 @@ def test_loader_error_reaches_the_user_and_executor_keeps_working(comfy, models_
     assert e.value.node_id == "1" and "Stable Diffusion UNet" in e.value.message
     assert "v1-5-pruned-emaonly.safetensors" in e.value.message
     comfy.run(graph("good.pth"))
+
+
+@torch.inference_mode()
+def test_foreign_controlnet_stops_the_sampler_with_a_clear_error(comfy, unet_dir):
+    """An SD-family ControlNet on a PixArt MODEL must never be silently unused."""
+    import comfy.controlnet
+    import nodes
+    patcher = load(fx.write_original(unet_dir / "cn_base.pth", fx.random_original(**fx.TINY, micro=False, native_px=512)))
+    adapter = comfy.controlnet.T2IAdapter(torch.nn.Identity(), 4, 8, "nearest-exact")
+    adapter = adapter.set_cond_hint(torch.zeros(1, 3, 64, 64), 1.0)
+    cond = [[torch.randn(1, 5, fx.TINY["caption_channels"]), {"control": adapter}]]
+    uncond = [[torch.randn(1, 1, fx.TINY["caption_channels"]), {}]]
+    with pytest.raises(ValueError, match="T2IAdapter ControlNet is attached to a PixArt MODEL"):
+        nodes.KSampler().sample(patcher, 1, 1, 4.5, "euler", "normal", cond, uncond,
+                                {"samples": torch.zeros(1, 4, 8, 8)})

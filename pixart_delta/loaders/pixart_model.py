@@ -15,6 +15,7 @@ import comfy.utils
 
 from ..models.pixart import PixArt
 from .pixart_checkpoint import inspect_checkpoint
+from .pixart_controlnet_model import check_control_chain
 from .variants import Variant
 
 WEIGHT_DTYPES = {
@@ -30,6 +31,7 @@ class PixArtDeltaModel(comfy.model_base.PixArt):
         comfy.model_base.BaseModel.__init__(self, model_config, model_type, device=device, unet_model=PixArt)
 
     def extra_conds(self, **kwargs):
+        check_control_chain(kwargs.get("control"))  # an SD/SDXL ControlNet here is an error, never ignored
         out = super().extra_conds(**kwargs)
         mask = kwargs.get("attention_mask", None)
         if mask is not None:
