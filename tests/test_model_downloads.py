@@ -155,7 +155,7 @@ def test_cli_lists_and_downloads_a_workflow(hub, tmp_path):
     listing = subprocess.run(cmd, cwd=PACK_ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert listing.returncode == 0, listing.stderr
     assert listing.stdout.count("[missing]") == len(files)
-    got = subprocess.run(cmd + ["--download"], cwd=PACK_ROOT, env=env, capture_output=True, text=True, timeout=120)
+    got = subprocess.run([c for c in cmd if c != "--quiet"] + ["--download"], cwd=PACK_ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert got.returncode == 0, got.stdout + got.stderr
     for i, f in enumerate(files):
         assert (tmp_path / f.target).read_bytes() == payload(1000 + 517 * i, seed=i), f.target

@@ -104,7 +104,7 @@ def test_cli_queue_count_and_set(server, tmp_path):
     sets = [f"{nid}.{k}={v}" for nid, n in small(graph).items() for k, v in n["inputs"].items()
             if k in ("width", "height", "steps") and isinstance(v, int)]
     args = [sys.executable, "-m", "pixart_delta", "queue", name, "--server", server.url, "--count", "2",
-            "--out", str(tmp_path), "--quiet"]
+            "--out", str(tmp_path)]  # with the progress bar (on stderr)
     for s in sets:
         args += ["--set", s]
     for img in image_args(graph, tmp_path / "in"):
@@ -115,6 +115,7 @@ def test_cli_queue_count_and_set(server, tmp_path):
     assert len(images) >= 2 and all(p.is_file() for p in images)
     assert "2/2 prompt(s) done" in proc.stdout
     assert len({p.read_bytes() for p in images}) == len(images), "the two seeds gave identical images"
+    assert "2/2" in proc.stderr, proc.stderr  # the progress bar counted both prompts
 
 
 def loader_node(graph: dict) -> str:
