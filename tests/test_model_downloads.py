@@ -2,7 +2,6 @@
 (HF_ENDPOINT), never the internet: a missing file is fetched, a partial one resumes with a Range request, a
 sha256 mismatch is refused and the bad file removed. No ComfyUI needed."""
 import hashlib
-import json
 import os
 import re
 import subprocess
