@@ -213,7 +213,7 @@ def test_scaled_fp8_file_as_comfyui_ships_it(tmp_path, tokenizer):
                                    rtol=1e-5, atol=1e-5)
 
 
-def test_incomplete_t5_file_is_a_clear_error(tmp_path):
+def test_incomplete_t5_file_is_a_clear_error(comfy, tmp_path):
     from pixart_delta.fixtures.io import save
     from pixart_delta.loaders.files import CheckpointError
     sd = random_t5_state_dict(TINY)
