@@ -76,9 +76,10 @@ def main():
     with torch.inference_mode():
         for fn in contenders.values():
             fn()  # warm-up
-        for _ in range(args.runs):
-            for name, fn in contenders.items():
-                times[name].append(timed(fn))
+        names = list(contenders)
+        for r in range(args.runs):
+            for name in names[r % len(names):] + names[:r % len(names)]:  # rotate: no contender always goes first
+                times[name].append(timed(contenders[name]))
     base = statistics.median(times["diffusers"])
     print(f"PixArt forward, hidden 1152 depth 28, {args.px} px, batch 2, fp32, {torch.get_num_threads()} threads, "
           f"median of {args.runs}")
