@@ -16,7 +16,6 @@ import shutil
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +25,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from pixart_delta.comfy_runtime import InProcessComfy, find_comfyui  # noqa: E402
 from pixart_delta.fixtures.hed import write_hed  # noqa: E402
+from _timing import interleaved_times  # noqa: E402
 
 
 class RefBlock(torch.nn.Module):
@@ -102,16 +102,8 @@ def main():
             "ours (HED Edge Detector, batch)": lambda: HEDEdgeDetector.execute(
                 batch, "ControlNetHED.pth", False, False, 0).result[0],
         }
-        times = {k: [] for k in runs}
         with torch.inference_mode():
-            for fn in runs.values():
-                fn()
-            for i in range(args.runs):
-                for name, fn in runs.items():
-                    start = time.perf_counter()
-                    fn()
-                    times[name].append(time.perf_counter() - start)
-                print(f"run {i + 1}/{args.runs}: " + ", ".join(f"{v[-1]:.2f}s" for v in times.values()), flush=True)
+            times = interleaved_times(runs, args.runs)
         ips = {k: args.batch / statistics.median(v) for k, v in times.items()}
         ours = ips["ours (HED Edge Detector, batch)"]
         print(f"\nHED {args.px}x{args.px}, {args.batch} images per run, CPU fp32, {torch.get_num_threads()} threads, "

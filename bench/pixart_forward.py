@@ -11,7 +11,6 @@ import argparse
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
@@ -19,12 +18,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from pixart_delta.comfy_runtime import InProcessComfy, find_comfyui  # noqa: E402
 from pixart_delta.fixtures import pixart as fx  # noqa: E402
-
-
-def timed(fn) -> float:
-    t = time.perf_counter()
-    fn()
-    return time.perf_counter() - t
+from _timing import interleaved_times  # noqa: E402
 
 
 def main():
@@ -72,14 +66,8 @@ def main():
         sigma = model.model_sampling.sigma(t)
         contenders["ours (ComfyUI MODEL)"] = lambda: model.apply_model(x, sigma, c_crossattn=ctx)
 
-    times = {k: [] for k in contenders}
     with torch.inference_mode():
-        for fn in contenders.values():
-            fn()  # warm-up
-        names = list(contenders)
-        for r in range(args.runs):
-            for name in names[r % len(names):] + names[:r % len(names)]:  # rotate: no contender always goes first
-                times[name].append(timed(contenders[name]))
+        times = interleaved_times(contenders, args.runs, rotate=True, verbose=False)
     base = statistics.median(times["diffusers"])
     print(f"PixArt forward, hidden 1152 depth 28, {args.px} px, batch 2, fp32, {torch.get_num_threads()} threads, "
           f"median of {args.runs}")

@@ -14,7 +14,6 @@ import shutil
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
@@ -23,12 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from pixart_delta.comfy_runtime import InProcessComfy, find_comfyui  # noqa: E402
 from pixart_delta.fixtures.tiny_pixart import write_sd_vae  # noqa: E402
 from pixart_delta.fixtures.tiny_vae import write_autoencoder_tiny  # noqa: E402
+from _timing import interleaved_times  # noqa: E402
 
-
-def timed(fn):
-    start = time.perf_counter()
-    out = fn()
-    return time.perf_counter() - start, out
 
 
 def main():
@@ -56,16 +51,10 @@ def main():
                 "tiny (SDXS Tiny VAE Decode)": lambda: SDXSTinyVAEDecode.execute(
                     latent, "sdxs-512-0.9_tiny_vae.safetensors", "auto").result[0],
                 "tiny (Tiny VAE Loader + core VAEDecode)": lambda: nodes.VAEDecode().decode(tiny_vae, latent)[0]}
-        times = {k: [] for k in runs}
+        def right_size(name, image):
+            assert image.shape == (1, args.px, args.px, 3), (name, image.shape)
         with torch.inference_mode():
-            for fn in runs.values():   # warm-up: weights to the device, kernels chosen
-                fn()
-            for i in range(args.runs):
-                for name, fn in runs.items():
-                    t, image = timed(fn)
-                    assert image.shape == (1, args.px, args.px, 3)
-                    times[name].append(t)
-                print(f"run {i + 1}/{args.runs}: " + ", ".join(f"{v[-1]:.2f}s" for v in times.values()), flush=True)
+            times = interleaved_times(runs, args.runs, check=right_size)
         med = {k: statistics.median(v) for k, v in times.items()}
         full = med["full VAE (core VAEDecode)"]
         print(f"\nVAE decode {args.px}x{args.px}, batch 1, CPU fp32, {torch.get_num_threads()} threads, "
