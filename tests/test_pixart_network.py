@@ -48,8 +48,12 @@ def reference_eps(ref, x, t, ctx, micro, mask=None):
 
 @pytest.mark.parametrize("name", list(LAYOUTS))
 @pytest.mark.parametrize("shape", ["native", "bucket"])
+@pytest.mark.parametrize("projections", ["row-split", "fused"])
 @torch.inference_mode()
-def test_forward_matches_diffusers(tmp_path, name, shape):
+def test_forward_matches_diffusers(tmp_path, monkeypatch, name, shape, projections):
+    # "fused" is the one-GEMM q/k/v path that non-CPU devices take (models/pixart.py ROW_SPLIT_DEVICES)
+    if projections == "fused":
+        monkeypatch.setattr("pixart_delta.models.pixart.ROW_SPLIT_DEVICES", set())
     ckpt, ours, ref, kw, bucket = build(tmp_path, name)
     assert ckpt.variant.name == name
     h, w = (kw["native_px"], kw["native_px"]) if shape == "native" else bucket
