@@ -1,6 +1,7 @@
 """PixArt forward at full size (hidden 1152, depth 28, random weights), 256 px, batch 2, fp32, CPU:
-our network (and, with a ComfyUI checkout, our ComfyUI MODEL's apply_model) vs diffusers'
-PixArtTransformer2DModel on the same weights, interleaved runs, median of N.
+our ComfyUI MODEL's apply_model (our network alone when no ComfyUI checkout is found) vs diffusers'
+PixArtTransformer2DModel on the same weights, interleaved runs, median of N. Besides the ratio of the
+medians it prints the median of the per-round ratios, which cancels load drifts between rounds.
 
     python bench/pixart_forward.py [--runs 5] [--px 256]
 Target: ratio ours / diffusers <= 1.0.
@@ -36,7 +37,7 @@ def main():
     ref = PixArtTransformer2DModel.from_config(fx.diffusers_config(**kw, interpolation_scale=1)).eval()
     ref.load_state_dict(fx.original_to_diffusers(sd))
 
-    contenders = {}
+    # two contenders only, so each round's pair runs back to back and sees the same machine load
     comfy_path = find_comfyui()
     if comfy_path is not None:
         InProcessComfy.get(comfy_path, models_dir=tmp / "models", output_dir=tmp / "out")
@@ -46,12 +47,13 @@ def main():
         mm.load_models_gpu([patcher])
         model = patcher.model
     else:
-        print("no ComfyUI checkout: timing our network only (not the MODEL wrapper)")
-    from pixart_delta.loaders.pixart_checkpoint import inspect_checkpoint
-    from pixart_delta.models.pixart import PixArt
-    ckpt = inspect_checkpoint(path)
-    net = PixArt(**ckpt.unet_config).eval()
-    net.load_state_dict(ckpt.state_dict)
+        print("no ComfyUI checkout: timing our network instead of the ComfyUI MODEL")
+        from pixart_delta.loaders.pixart_checkpoint import inspect_checkpoint
+        from pixart_delta.models.pixart import PixArt
+        ckpt = inspect_checkpoint(path)
+        net = PixArt(**ckpt.unet_config).eval()
+        net.load_state_dict(ckpt.state_dict)
+        del ckpt
     del sd
 
     g = torch.Generator().manual_seed(0)
@@ -59,21 +61,24 @@ def main():
     x = torch.randn(2, 4, lat, lat, generator=g)
     ctx = torch.randn(2, 120, 4096, generator=g)
     t = torch.tensor([999.0, 999.0])
-    contenders["diffusers"] = lambda: ref(x, encoder_hidden_states=ctx, timestep=t,
-                                          added_cond_kwargs={"resolution": None, "aspect_ratio": None})
-    contenders["ours (network)"] = lambda: net(x, t, ctx)
+    contenders = {"diffusers": lambda: ref(x, encoder_hidden_states=ctx, timestep=t,
+                                           added_cond_kwargs={"resolution": None, "aspect_ratio": None})}
     if comfy_path is not None:
         sigma = model.model_sampling.sigma(t)
         contenders["ours (ComfyUI MODEL)"] = lambda: model.apply_model(x, sigma, c_crossattn=ctx)
+    else:
+        contenders["ours (network)"] = lambda: net(x, t, ctx)
 
     with torch.inference_mode():
-        times = interleaved_times(contenders, args.runs, rotate=True, verbose=False)
-    base = statistics.median(times["diffusers"])
+        times = interleaved_times(contenders, args.runs, rotate=True)
+    base = times["diffusers"]
     print(f"PixArt forward, hidden 1152 depth 28, {args.px} px, batch 2, fp32, {torch.get_num_threads()} threads, "
           f"median of {args.runs}")
     for name, ts in times.items():
         med = statistics.median(ts)
-        print(f"  {name:22s} {med:7.3f} s   ratio vs diffusers {med / base:.3f}")
+        paired = statistics.median(a / b for a, b in zip(ts, base))
+        print(f"  {name:22s} {med:7.3f} s   ratio of medians {med / statistics.median(base):.3f}   "
+              f"median per-round ratio {paired:.3f}")
 
 
 if __name__ == "__main__":

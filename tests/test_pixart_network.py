@@ -48,12 +48,12 @@ def reference_eps(ref, x, t, ctx, micro, mask=None):
 
 @pytest.mark.parametrize("name", list(LAYOUTS))
 @pytest.mark.parametrize("shape", ["native", "bucket"])
-@pytest.mark.parametrize("projections", ["row-split", "fused"])
+@pytest.mark.parametrize("linears", ["onednn", "layer forward"])
 @torch.inference_mode()
-def test_forward_matches_diffusers(tmp_path, monkeypatch, name, shape, projections):
-    # "fused" is the one-GEMM q/k/v path that non-CPU devices take (models/pixart.py ROW_SPLIT_DEVICES)
-    if projections == "fused":
-        monkeypatch.setattr("pixart_delta.models.pixart.ROW_SPLIT_DEVICES", set())
+def test_forward_matches_diffusers(tmp_path, monkeypatch, name, shape, linears):
+    # "layer forward" is the path of GPUs, casting comfy.ops layers and gradients (models/linear.py)
+    if linears == "layer forward":
+        monkeypatch.setattr("pixart_delta.models.linear.ONEDNN", False)
     ckpt, ours, ref, kw, bucket = build(tmp_path, name)
     assert ckpt.variant.name == name
     h, w = (kw["native_px"], kw["native_px"]) if shape == "native" else bucket
@@ -112,3 +112,20 @@ def test_256px_runs_with_the_trained_position_embedding(tmp_path):
     assert torch.allclose(pe, ref.pos_embed.pos_embed, atol=1e-6)
     out = model(torch.randn(1, 4, 32, 32), torch.tensor([999.0]), torch.randn(1, 3, fx.TINY["caption_channels"]))
     assert out.shape == (1, 4, 32, 32) and torch.isfinite(out).all()
+
+
+def test_input_gradients_match_diffusers(tmp_path):
+    """The CPU oneDNN kernel has no autograd formula, so a call that needs gradients must avoid it
+    (ComfyUI trains LoRAs through the MODEL)."""
+    _, ours, ref, kw, _ = build(tmp_path, "alpha_512")
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(1, 4, 32, 32, generator=g)
+    ctx = torch.randn(1, 9, fx.TINY["caption_channels"], generator=g)
+    t = torch.tensor([500.0])
+    grads = []
+    for run in (lambda a, c: ours(a, t, c), lambda a, c: reference_eps(ref, a, t, c, False)):
+        a, c = x.clone().requires_grad_(), ctx.clone().requires_grad_()
+        (run(a, c) ** 2).sum().backward()
+        grads.append((a.grad, c.grad))
+    for got, expected in zip(*grads):
+        assert rel_err(got, expected) < 1e-4

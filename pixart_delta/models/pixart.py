@@ -14,6 +14,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .linear import linear
+
 
 def timestep_embedding(t: torch.Tensor, dim: int = 256, max_period: float = 10000.0) -> torch.Tensor:
     """Sinusoidal embedding in [cos, sin] order (PixArt / DiT)."""
@@ -47,23 +49,6 @@ def attention(q, k, v, heads: int, key_mask: torch.Tensor | None = None) -> torc
     return out.transpose(1, 2).reshape(b, n, c)
 
 
-# MKL's CPU GEMM runs a [C, 3C] projection ~20% slower than three [C, C] ones (bench/pixart_forward.py);
-# on other devices the fused GEMM is at least as fast, as diffusers' fuse_qkv_projections assumes.
-ROW_SPLIT_DEVICES = {"cpu"}
-
-
-def split_projection(layer: nn.Module, x: torch.Tensor, parts: int) -> list[torch.Tensor]:
-    """layer(x).chunk(parts, -1), as one GEMM per row block of the stored (fused) weight where that is faster.
-    Layers whose weights comfy.ops casts or patches on the fly keep the fused call, which does that work."""
-    w, b = layer.weight, layer.bias
-    if (x.device.type not in ROW_SPLIT_DEVICES or getattr(layer, "comfy_cast_weights", False)
-            or getattr(layer, "weight_function", None) or getattr(layer, "bias_function", None)
-            or w.dtype != x.dtype or w.device != x.device):
-        return list(layer(x).chunk(parts, dim=-1))
-    bs = b.chunk(parts) if b is not None else [None] * parts
-    return [F.linear(x, wi, bi) for wi, bi in zip(w.chunk(parts), bs)]
-
-
 class Mlp(nn.Module):
     def __init__(self, dim, hidden, out=None, ops=nn, dtype=None, device=None):
         super().__init__()
@@ -71,7 +56,7 @@ class Mlp(nn.Module):
         self.fc2 = ops.Linear(hidden, out or dim, dtype=dtype, device=device)
 
     def forward(self, x):
-        return self.fc2(F.gelu(self.fc1(x), approximate="tanh"))
+        return linear(self.fc2, F.gelu(linear(self.fc1, x), approximate="tanh"))
 
 
 class SelfAttention(nn.Module):
@@ -82,8 +67,8 @@ class SelfAttention(nn.Module):
         self.proj = ops.Linear(dim, dim, dtype=dtype, device=device)
 
     def forward(self, x):
-        q, k, v = split_projection(self.qkv, x, 3)
-        return self.proj(attention(q, k, v, self.heads))
+        q, k, v = linear(self.qkv, x).chunk(3, dim=-1)
+        return linear(self.proj, attention(q, k, v, self.heads))
 
 
 class CrossAttention(nn.Module):
@@ -95,8 +80,8 @@ class CrossAttention(nn.Module):
         self.proj = ops.Linear(dim, dim, dtype=dtype, device=device)
 
     def forward(self, x, context, mask=None):
-        k, v = split_projection(self.kv_linear, context, 2)
-        return self.proj(attention(self.q_linear(x), k, v, self.heads, mask))
+        k, v = linear(self.kv_linear, context).chunk(2, dim=-1)
+        return linear(self.proj, attention(linear(self.q_linear, x), k, v, self.heads, mask))
 
 
 class PixArtBlock(nn.Module):
@@ -112,11 +97,11 @@ class PixArtBlock(nn.Module):
         b, _, c = x.shape
         mod = self.scale_shift_table[None].to(x) + t0.reshape(b, 6, c)
         shift1, scale1, gate1, shift2, scale2, gate2 = mod.chunk(6, dim=1)
-        h = F.layer_norm(x, (c,), eps=1e-6) * (1 + scale1) + shift1
-        x = x + gate1 * self.attn(h)
+        h = torch.addcmul(shift1, F.layer_norm(x, (c,), eps=1e-6), 1 + scale1)
+        x = torch.addcmul(x, gate1, self.attn(h))
         x = x + self.cross_attn(x, context, mask)
-        h = F.layer_norm(x, (c,), eps=1e-6) * (1 + scale2) + shift2
-        return x + gate2 * self.mlp(h)
+        h = torch.addcmul(shift2, F.layer_norm(x, (c,), eps=1e-6), 1 + scale2)
+        return torch.addcmul(x, gate2, self.mlp(h))
 
 
 class TimestepEmbedder(nn.Module):
@@ -166,7 +151,7 @@ class FinalLayer(nn.Module):
 
     def forward(self, x, t):
         shift, scale = (self.scale_shift_table[None].to(x) + t[:, None]).chunk(2, dim=1)
-        return self.linear(F.layer_norm(x, (x.shape[-1],), eps=1e-6) * (1 + scale) + shift)
+        return linear(self.linear, torch.addcmul(shift, F.layer_norm(x, (x.shape[-1],), eps=1e-6), 1 + scale))
 
 
 def _per_sample(v: torch.Tensor, batch: int) -> torch.Tensor:

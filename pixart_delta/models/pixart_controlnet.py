@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from .linear import linear
 from .pixart import PixArtBlock
 
 CONTROL_KEY = "pixart_controlnet"   # transformer_options entry: list of PixArtControlRun
@@ -72,7 +73,7 @@ class _RunState:
         if i == 0:
             hint = self.run.hint.to(device=h.device, dtype=h.dtype)
             c0 = self.model.embed_image(hint)   # the base's own patch embedding + position embedding
-            self.c = h + cb.before_proj(c0)      # a hint of batch 1 broadcasts over the batch
+            self.c = h + linear(cb.before_proj, c0)      # a hint of batch 1 broadcasts over the batch
         self.c = cb.copied_block(self.c, y, t0, mask)
-        s = cb.after_proj(self.c)
+        s = linear(cb.after_proj, self.c)
         return s if self.run.strength == 1.0 else s * self.run.strength
