@@ -22,9 +22,10 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from pixart_delta.comfy_runtime import InProcessComfy, find_comfyui  # noqa: E402
-from pixart_delta.fixtures import pixart as fx  # noqa: E402
-from pixart_delta.fixtures.tiny_pixart import write_sd_vae  # noqa: E402
+from pixart_delta.tools.comfy_runtime import InProcessComfy, find_comfyui  # noqa: E402
+from pixart_delta.tiny import pixart as fx
+from pixart_delta.tiny.pixart_controlnet import random_controlnet_file  # noqa: E402
+from pixart_delta.tiny.sd_vae import write_sd_vae  # noqa: E402
 
 
 def main():
@@ -44,12 +45,12 @@ def main():
     import comfy.sd
     import comfy.utils
     from comfy_extras.nodes_custom_sampler import SamplerCustom
-    from pixart_delta.loaders.pixart_controlnet_model import load_pixart_controlnet
-    from pixart_delta.loaders.pixart_model import load_pixart_model
+    from pixart_delta.loaders.pixart_controlnet_comfy import load_pixart_controlnet
+    from pixart_delta.loaders.pixart_comfy import load_pixart_model
     from pixart_delta.nodes.controlnet import PixArtControlNetApply
 
     path = tmp / "PixArt-XL-2-1024-ControlNet.safetensors"
-    sd = fx.random_controlnet_file(seed=0)
+    sd = random_controlnet_file(seed=0)
     assert len(sd) == 668
     fx.save(path, sd)
     del sd

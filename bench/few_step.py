@@ -21,9 +21,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from pixart_delta.comfy_runtime import InProcessComfy, find_comfyui  # noqa: E402
-from pixart_delta.fixtures import pixart as fx  # noqa: E402
-from pixart_delta.fixtures.tiny_pixart import write_sd_vae  # noqa: E402
+from pixart_delta.tools.comfy_runtime import InProcessComfy, find_comfyui  # noqa: E402
+from pixart_delta.tiny import pixart as fx  # noqa: E402
+from pixart_delta.tiny.sd_vae import write_sd_vae  # noqa: E402
 
 
 class EvalCounter:
@@ -51,7 +51,7 @@ def main():
     import comfy.utils
     import nodes
     from comfy_extras.nodes_custom_sampler import SamplerCustom
-    from pixart_delta.loaders.pixart_model import load_pixart_model
+    from pixart_delta.loaders.pixart_comfy import load_pixart_model
     from pixart_delta.nodes import few_step as fs
 
     path = fx.write_original(tmp / "PixArt-XL-2-512x512.safetensors",

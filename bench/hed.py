@@ -1,4 +1,4 @@
-"""HED edge maps at 512 px: our HED Edge Detector node vs the ControlNet 1.1 reference algorithm, CPU fp32.
+"""HED edge maps at 512 px: our PixArt HED Edge Detector node vs the ControlNet 1.1 reference algorithm, CPU fp32.
 
 Reference (as lllyasviel's annotator and the popular preprocessor pack run it): the network as a plain
 NCHW torch module, one image at a time, numpy/OpenCV post-processing (cv2.resize INTER_LINEAR of the five side
@@ -23,8 +23,8 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from pixart_delta.comfy_runtime import InProcessComfy, find_comfyui  # noqa: E402
-from pixart_delta.fixtures.hed import write_hed  # noqa: E402
+from pixart_delta.tools.comfy_runtime import InProcessComfy, find_comfyui  # noqa: E402
+from pixart_delta.tiny.hed import write_hed  # noqa: E402
 from _timing import interleaved_times  # noqa: E402
 
 
@@ -90,7 +90,7 @@ def main():
         models = tmp / "models"
         InProcessComfy.get(comfy_path, models_dir=models, output_dir=tmp / "out")
         path = write_hed(models / "hed" / "ControlNetHED.pth")
-        from pixart_delta.nodes.hed import HEDEdgeDetector
+        from pixart_delta.nodes.hed import PixArtHEDEdgeDetector
 
         rng = np.random.default_rng(0)
         imgs = [rng.integers(0, 256, (args.px, args.px, 3), dtype=np.uint8) for _ in range(args.batch)]
@@ -99,13 +99,13 @@ def main():
         runs = {
             "reference, model reloaded per call": lambda: [ref_detect(ref_load(path), im) for im in imgs],
             "reference, model cached": lambda: [ref_detect(cached, im) for im in imgs],
-            "ours (HED Edge Detector, batch)": lambda: HEDEdgeDetector.execute(
+            "ours (PixArt HED Edge Detector, batch)": lambda: PixArtHEDEdgeDetector.execute(
                 batch, "ControlNetHED.pth", False, False, 0).result[0],
         }
         with torch.inference_mode():
             times = interleaved_times(runs, args.runs)
         ips = {k: args.batch / statistics.median(v) for k, v in times.items()}
-        ours = ips["ours (HED Edge Detector, batch)"]
+        ours = ips["ours (PixArt HED Edge Detector, batch)"]
         print(f"\nHED {args.px}x{args.px}, {args.batch} images per run, CPU fp32, {torch.get_num_threads()} threads, "
               f"median of {args.runs}:")
         for name, v in ips.items():

@@ -17,8 +17,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from pixart_delta.comfy_runtime import InProcessComfy, find_comfyui  # noqa: E402
-from pixart_delta.fixtures import pixart as fx  # noqa: E402
+from pixart_delta.tools.comfy_runtime import InProcessComfy, find_comfyui  # noqa: E402
+from pixart_delta.tiny import pixart as fx  # noqa: E402
 from _timing import interleaved_times  # noqa: E402
 
 
@@ -41,14 +41,14 @@ def main():
     comfy_path = find_comfyui()
     if comfy_path is not None:
         InProcessComfy.get(comfy_path, models_dir=tmp / "models", output_dir=tmp / "out")
-        from pixart_delta.loaders.pixart_model import load_pixart_model
+        from pixart_delta.loaders.pixart_comfy import load_pixart_model
         import comfy.model_management as mm
         patcher = load_pixart_model(path, weight_dtype="fp32")
         mm.load_models_gpu([patcher])
         model = patcher.model
     else:
         print("no ComfyUI checkout: timing our network instead of the ComfyUI MODEL")
-        from pixart_delta.loaders.pixart_checkpoint import inspect_checkpoint
+        from pixart_delta.loaders.pixart import inspect_checkpoint
         from pixart_delta.models.pixart import PixArt
         ckpt = inspect_checkpoint(path)
         net = PixArt(**ckpt.unet_config).eval()

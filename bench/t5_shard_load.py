@@ -36,7 +36,7 @@ def _status(field: str) -> int:
 def child(which: str, folder: str) -> None:
     import torch
     if which == "ours":
-        from pixart_delta.comfy_runtime import find_comfyui
+        from pixart_delta.tools.comfy_runtime import find_comfyui
         comfy_path = find_comfyui()
         sys.path.insert(0, str(comfy_path))
         import comfy.options
@@ -44,7 +44,7 @@ def child(which: str, folder: str) -> None:
         import comfy.cli_args
         comfy.cli_args.args.cpu = True
         import comfy.sd  # noqa: F401
-        from pixart_delta.loaders.t5 import load_t5_clip
+        from pixart_delta.loaders.t5_comfy import load_t5_clip
         base = _status("VmRSS")
         t = time.perf_counter()
         with torch.inference_mode():
@@ -88,7 +88,7 @@ def main() -> None:
     if args.child:
         return child(args.child, args.dir)
 
-    from pixart_delta.fixtures.t5 import t5_shapes, write_hf_t5_folder
+    from pixart_delta.tiny.t5 import t5_shapes, write_hf_t5_folder
     import torch
     cfg = {**BENCH, "num_layers": args.layers}
     folder = Path(args.dir) / f"t5-{args.layers}"

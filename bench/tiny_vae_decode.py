@@ -1,7 +1,7 @@
 """Tiny VAE decode vs the core full VAE decode, 512 px, CPU fp32, random weights of the real architectures.
 
 Full: core VAELoader + VAEDecode on an SD VAE (ldm layout of vae-ft-mse-840000, 49.5 M decoder parameters).
-Tiny: our SDXS Tiny VAE Decode node on an SDXS AutoencoderTiny file (1.2 M decoder parameters), and the same
+Tiny: our PixArt SDXS Tiny VAE Decode node on an SDXS AutoencoderTiny file (1.2 M decoder parameters), and the same
 file through Tiny VAE Loader + core VAEDecode. Interleaved, median of N runs, under torch.inference_mode() like
 ComfyUI. Target: tiny at least 15x faster (the MACs differ 18x).
 
@@ -19,9 +19,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from pixart_delta.comfy_runtime import InProcessComfy, find_comfyui  # noqa: E402
-from pixart_delta.fixtures.tiny_pixart import write_sd_vae  # noqa: E402
-from pixart_delta.fixtures.tiny_vae import write_autoencoder_tiny  # noqa: E402
+from pixart_delta.tools.comfy_runtime import InProcessComfy, find_comfyui  # noqa: E402
+from pixart_delta.tiny.sd_vae import write_sd_vae  # noqa: E402
+from pixart_delta.tiny.tiny_vae import write_autoencoder_tiny  # noqa: E402
 from _timing import interleaved_times  # noqa: E402
 
 
@@ -42,13 +42,13 @@ def main():
         write_sd_vae(models / "vae" / "vae-ft-mse-840000-ema-pruned.safetensors")
         write_autoencoder_tiny(models / "vae_approx" / "sdxs-512-0.9_tiny_vae.safetensors")
         import comfy.model_management as mm
-        from pixart_delta.nodes.tiny_vae import SDXSTinyVAEDecode, TinyVAELoader
+        from pixart_delta.nodes.tiny_vae import PixArtSDXSTinyVAEDecode, PixArtTinyVAELoader
 
         full_vae = nodes.VAELoader().load_vae("vae-ft-mse-840000-ema-pruned.safetensors")[0]
-        tiny_vae = TinyVAELoader.execute("sdxs-512-0.9_tiny_vae.safetensors", "auto").result[0]
+        tiny_vae = PixArtTinyVAELoader.execute("sdxs-512-0.9_tiny_vae.safetensors", "auto").result[0]
         latent = {"samples": torch.randn(1, 4, args.px // 8, args.px // 8, generator=torch.Generator().manual_seed(0))}
         runs = {"full VAE (core VAEDecode)": lambda: nodes.VAEDecode().decode(full_vae, latent)[0],
-                "tiny (SDXS Tiny VAE Decode)": lambda: SDXSTinyVAEDecode.execute(
+                "tiny (PixArt SDXS Tiny VAE Decode)": lambda: PixArtSDXSTinyVAEDecode.execute(
                     latent, "sdxs-512-0.9_tiny_vae.safetensors", "auto").result[0],
                 "tiny (Tiny VAE Loader + core VAEDecode)": lambda: nodes.VAEDecode().decode(tiny_vae, latent)[0]}
         def right_size(name, image):

@@ -1,11 +1,14 @@
-"""Shared test fixtures. Integration tests take the `comfy` fixture: it boots the ComfyUI checkout found
-at $COMFYUI_PATH or ~/ComfyUI in this process (once), with this pack loaded and model/output folders in a
-temporary directory; without a checkout those tests are skipped and say why."""
+"""Shared test fixtures. Integration tests take the `comfy` fixture: it boots the ComfyUI checkout the CLI
+would use (--comfyui aside: $COMFYUI_PATH, the ComfyUI this pack is installed in, ~/ComfyUI) in this process
+(once), with this pack loaded and model/output folders in a temporary directory. Without a checkout those tests
+are skipped and say why; with PIXART_DELTA_REQUIRE_COMFYUI=1 (CI) they fail instead."""
 from __future__ import annotations
+
+import os
 
 import pytest
 
-from pixart_delta.comfy_runtime import InProcessComfy, find_comfyui
+from pixart_delta.tools.comfy_runtime import InProcessComfy, comfyui_not_found, find_comfyui
 
 
 @pytest.fixture(scope="session")
@@ -17,11 +20,20 @@ def comfy_dirs(tmp_path_factory):
     return dirs
 
 
-@pytest.fixture(scope="session")
-def comfy(comfy_dirs):
+def comfyui_or_skip():
+    """The ComfyUI checkout for integration tests; skips (fails under PIXART_DELTA_REQUIRE_COMFYUI=1) without."""
     path = find_comfyui()
     if path is None:
-        pytest.skip("no ComfyUI checkout: set COMFYUI_PATH or put one at ~/ComfyUI to run the integration tests")
+        reason = "integration tests need ComfyUI: " + " ".join(comfyui_not_found().split())
+        if os.environ.get("PIXART_DELTA_REQUIRE_COMFYUI") == "1":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    return path
+
+
+@pytest.fixture(scope="session")
+def comfy(comfy_dirs):
+    path = comfyui_or_skip()
     return InProcessComfy.get(path, comfy_dirs["models"], comfy_dirs["output"], comfy_dirs["input"])
 
 

@@ -5,9 +5,9 @@ import pickle
 import pytest
 import torch
 
-from pixart_delta.fixtures import pixart as fx
+from pixart_delta.tiny import pixart as fx
 from pixart_delta.loaders.files import CheckpointError, load_state_dict
-from pixart_delta.loaders.pixart_checkpoint import inspect_checkpoint
+from pixart_delta.loaders.pixart import inspect_checkpoint
 
 # a few keys of a real SD1.5 checkpoint (ldm layout)
 SD15_KEYS = {

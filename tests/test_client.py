@@ -2,7 +2,7 @@
 The client against a real ComfyUI server is in test_server.py."""
 import pytest
 
-from pixart_delta.client import assign_images, outcome_error, refused_error, set_seed_offset
+from pixart_delta.tools.client import assign_images, outcome_error, refused_error, set_seed_offset
 
 GRAPH = {
     "1": {"class_type": "PixArtCheckpointLoader", "inputs": {"ckpt_name": "a.pth"}},

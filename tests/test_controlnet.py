@@ -7,11 +7,11 @@ import torch
 import torch.nn.functional as F
 from diffusers.models.attention import BasicTransformerBlock
 
-from pixart_delta.fixtures import pixart as fx
-from pixart_delta.fixtures.io import save
-from pixart_delta.fixtures.pixart_controlnet import TINY_CN, controlnet_to_diffusers_adapter, tiny_controlnet_file
+from pixart_delta.tiny import pixart as fx
+from pixart_delta.tiny.io import save
+from pixart_delta.tiny.pixart_controlnet import random_controlnet_file, TINY_CN, controlnet_to_diffusers_adapter, tiny_controlnet_file
 from pixart_delta.loaders.files import CheckpointError
-from pixart_delta.loaders.pixart_checkpoint import inspect_checkpoint
+from pixart_delta.loaders.pixart import inspect_checkpoint
 from pixart_delta.loaders.pixart_controlnet import check_fit, read_controlnet
 from pixart_delta.loaders.variants import VARIANTS
 from pixart_delta.models.pixart import PixArt
@@ -132,7 +132,7 @@ def test_unet_style_control_on_pixart_model_is_an_error(tiny):
 @pytest.mark.parametrize("wrap", [True, False])
 @pytest.mark.parametrize("native_px, n_keys", [(1024, 668), (512, 660)])
 def test_full_files_are_read_with_and_without_wrapper(tmp_path, wrap, native_px, n_keys):
-    sd = fx.random_controlnet_file(micro=native_px == 1024, native_px=native_px, hidden=144, depth=28,
+    sd = random_controlnet_file(micro=native_px == 1024, native_px=native_px, hidden=144, depth=28,
                                    caption_channels=64)
     assert len(sd) == n_keys
     path = fx.write_original(tmp_path / f"PixArt-XL-2-{native_px}-ControlNet.pth", sd, wrap=wrap)

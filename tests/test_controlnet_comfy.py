@@ -5,8 +5,8 @@ and every way it could be silently unused is an error instead."""
 import pytest
 import torch
 
-from pixart_delta.fixtures import pixart as fx
-from pixart_delta.fixtures.pixart_controlnet import TINY_CN, tiny_controlnet_file
+from pixart_delta.tiny import pixart as fx
+from pixart_delta.tiny.pixart_controlnet import TINY_CN, tiny_controlnet_file
 
 pytestmark = pytest.mark.comfyui
 H = W = 8          # latent size
@@ -20,10 +20,10 @@ COPIES = 3
 @pytest.fixture(scope="module")
 def setup(comfy, tmp_path_factory):
     import comfy.sd
-    from pixart_delta.fixtures.tiny_pixart import write_sd_vae
+    from pixart_delta.tiny.sd_vae import write_sd_vae
     from pixart_delta.loaders.files import load_state_dict
-    from pixart_delta.loaders.pixart_controlnet_model import load_pixart_controlnet
-    from pixart_delta.loaders.pixart_model import load_pixart_model
+    from pixart_delta.loaders.pixart_controlnet_comfy import load_pixart_controlnet
+    from pixart_delta.loaders.pixart_comfy import load_pixart_model
     d = tmp_path_factory.mktemp("cn")
     p1024 = fx.write_original(d / "PixArt-XL-2-1024-ControlNet.pth", tiny_controlnet_file(1024, seed=5, size=SMALL, copies=COPIES))
     p512 = fx.write_original(d / "PixArt-XL-2-512-ControlNet.pth", tiny_controlnet_file(512, seed=6, size=SMALL, copies=COPIES))
@@ -198,7 +198,7 @@ def test_controlnet_that_does_not_fit_the_model_stops_the_run(setup):
 def test_pixart_controlnet_on_a_model_that_would_ignore_it_is_an_error(setup):
     """ComfyUI's built-in PixArt network ignores control entirely (TRAP 4): refused, not silently dropped."""
     from comfy.ldm.pixart.pixartms import PixArtMS
-    from pixart_delta.loaders.pixart_controlnet_model import check_model
+    from pixart_delta.loaders.pixart_controlnet_comfy import check_model
     cn = setup["cn"]
 
     class Native:   # what UNETLoader gives for a PixArt file (its 1152-wide network, not built here)
@@ -258,7 +258,7 @@ def test_loader_node(setup, models_dir):
     assert out[0].model.model_config.pixart_variant.name == "controlnet_1024" and out[1].info.copies == COPIES
     assert PixArtControlNetLoader.execute(name, setup["model"]).result[0] is setup["model"]
     adapter = models_dir / "controlnet" / "pixart_adapter.safetensors"
-    from pixart_delta.fixtures.pixart_controlnet import write_adapter
+    from pixart_delta.tiny.pixart_controlnet import write_adapter
     write_adapter(adapter, tiny_controlnet_file(1024, seed=5, size=SMALL, copies=COPIES))
     with pytest.raises(ValueError, match="has no base weights: connect the PixArt MODEL"):
         PixArtControlNetLoader.execute("pixart_adapter.safetensors")
@@ -275,7 +275,7 @@ def test_every_sampler_runs_the_branch_at_every_model_call(setup, path):
     import comfy.sample
     import comfy.samplers
     from pixart_delta.models.pixart_controlnet import CONTROL_KEY
-    from pixart_delta.samplers.comfy_samplers import make_sampler, patch_prediction, sigmas_for_timesteps
+    from pixart_delta.samplers.sampling_comfy import make_sampler, patch_prediction, sigmas_for_timesteps
     model, cn, vae = setup["model"], setup["cn"], setup["vae"]
     pos, neg = conds(9)
     x = torch.zeros(1, 4, H, W)
@@ -315,7 +315,7 @@ def test_every_sampler_runs_the_branch_at_every_model_call(setup, path):
 def test_control_chain_check_for_the_model(setup):
     """check_control_chain: what the PixArt MODEL's extra_conds can call to refuse foreign ControlNets up front."""
     import comfy.controlnet
-    from pixart_delta.loaders.pixart_controlnet_model import check_control_chain
+    from pixart_delta.loaders.pixart_controlnet_comfy import check_control_chain
     cn = setup["cn"]
     check_control_chain(None)
     ours = cn.copy().set_cond_hint(image(), 1.0)

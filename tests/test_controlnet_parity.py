@@ -11,8 +11,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pixart_delta.fixtures import pixart as fx
-from pixart_delta.loaders.pixart_checkpoint import inspect_checkpoint
+from pixart_delta.tiny import pixart as fx
+from pixart_delta.tiny.pixart_controlnet import random_controlnet_file
+from pixart_delta.loaders.pixart import inspect_checkpoint
 from pixart_delta.loaders.pixart_controlnet import read_controlnet
 from pixart_delta.models.pixart import PixArt
 from pixart_delta.models.pixart_controlnet import PixArtControlNetBranch, PixArtControlRun
@@ -130,7 +131,7 @@ def rel(a, b):
 
 @pytest.fixture(scope="module")
 def sd_1024():
-    return fx.random_controlnet_file(seed=3, micro=True, native_px=1024)
+    return random_controlnet_file(seed=3, micro=True, native_px=1024)
 
 
 def as_512_file(sd_1024):

@@ -27,7 +27,7 @@ def standin_model(variant):
     """A ComfyUI PixArt MODEL (our config, a comfy.model_base.PixArt) whose network is `stand_in`."""
     import comfy.model_base
     import comfy.model_patcher
-    from pixart_delta.loaders.pixart_model import PixArtDeltaConfig
+    from pixart_delta.loaders.pixart_comfy import PixArtDeltaConfig
     from pixart_delta.loaders.variants import VARIANTS
 
     class Net(torch.nn.Module):
@@ -222,7 +222,7 @@ def test_prior_node_inputs_and_errors(comfy, tmp_path):
 
 
 def test_prior_save_then_load_through_the_executor(comfy, comfy_dirs):
-    """Save YOSO Prior writes models/yoso_priors/<name>.safetensors; the prior node loads it by name."""
+    """PixArt Save YOSO Prior writes models/yoso_priors/<name>.safetensors; the prior node loads it by name."""
     import folder_paths
     refs = torch.randn(3, 4, 8, 8, generator=torch.Generator().manual_seed(9))
     fs = nodes()
@@ -254,8 +254,8 @@ def test_prior_save_then_load_through_the_executor(comfy, comfy_dirs):
 
 def test_steps_out_of_range_is_a_validation_error(comfy, models_dir):
     """ComfyUI's prompt validation refuses steps > 8 with a message naming the input, before anything runs."""
-    from pixart_delta.comfy_runtime import ExecutionFailed
-    from pixart_delta.fixtures import pixart as fx
+    from pixart_delta.tools.comfy_runtime import ExecutionFailed
+    from pixart_delta.tiny import pixart as fx
     fx.write_original(models_dir / "diffusion_models" / "few_step_test" / "PixArt-XL-2-512x512.pth",
                       fx.random_original(**fx.TINY, native_px=512))
     graph = {

@@ -4,9 +4,9 @@ import json
 
 import pytest
 
-from pixart_delta.comfy_runtime import PACK_ROOT
-from pixart_delta.fixtures import few_step_models as m
-from pixart_delta.loaders.pixart_checkpoint import inspect_checkpoint
+from pixart_delta.tools.comfy_runtime import PACK_ROOT
+from pixart_delta.tiny import pixart as m
+from pixart_delta.loaders.pixart import inspect_checkpoint
 
 
 @pytest.mark.parametrize("rel, writer, variant, suffix", [

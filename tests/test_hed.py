@@ -11,8 +11,8 @@ import torch.nn.functional as F
 
 cv2 = pytest.importorskip("cv2")
 
-from pixart_delta.fixtures.hed import NARROW, random_hed_state_dict, write_hed  # noqa: E402
-from pixart_delta.fixtures.io import save  # noqa: E402
+from pixart_delta.tiny.hed import NARROW, random_hed_state_dict, write_hed  # noqa: E402
+from pixart_delta.tiny.io import save  # noqa: E402
 from pixart_delta.loaders.files import CheckpointError  # noqa: E402
 from pixart_delta.loaders.hed import load_hed, read_hed_state_dict  # noqa: E402
 from pixart_delta.preprocessors.hed import HEDInputError, detect, detection_size  # noqa: E402
@@ -184,7 +184,7 @@ def test_fp16_fp32_and_safetensors_files_load_alike(tmp_path):
 
 
 def test_wrong_files_are_refused_with_clear_errors(tmp_path):
-    from pixart_delta.fixtures.tiny_vae import random_taesd_decoder
+    from pixart_delta.tiny.tiny_vae import random_taesd_decoder
     p = save(tmp_path / "taesd_decoder.pth", random_taesd_decoder())
     with pytest.raises(CheckpointError, match="tiny VAE"):
         read_hed_state_dict(p)

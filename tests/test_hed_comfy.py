@@ -9,10 +9,10 @@ import pytest
 import torch
 from PIL import Image
 
-from pixart_delta.comfy_runtime import PACK_ROOT, ExecutionFailed
-from pixart_delta.fixtures.io import save
-from pixart_delta.fixtures.tiny_models import write_for_workflow
-from pixart_delta.fixtures.tiny_vae import random_taesd_decoder
+from pixart_delta.tools.comfy_runtime import PACK_ROOT, ExecutionFailed
+from pixart_delta.tiny.io import save
+from pixart_delta.tiny import write_for_workflow
+from pixart_delta.tiny.tiny_vae import random_taesd_decoder
 
 pytestmark = pytest.mark.comfyui
 
@@ -60,7 +60,7 @@ def test_model_is_cached_and_managed_by_comfy(comfy, hed_ready):
 
     import comfy.model_management as mm
     # the module ComfyUI imported the pack as (its name is the pack's path), not this test's own import
-    hed_loader = sys.modules[comfy.node_classes["HEDEdgeDetector"].__module__.replace(".nodes.hed", ".loaders.hed")]
+    hed_loader = sys.modules[comfy.node_classes["PixArtHEDEdgeDetector"].__module__.replace(".nodes.hed", ".loaders.hed_comfy")]
     hed_ready = {k: hed_ready[k] for k in ("1", "2", "5")}
     comfy.run(hed_ready)
     (patcher,) = hed_loader._CACHE.values()
@@ -74,8 +74,8 @@ def test_model_is_cached_and_managed_by_comfy(comfy, hed_ready):
 
 def test_found_where_the_preprocessor_pack_keeps_it(comfy, comfy_dirs, tmp_path, monkeypatch):
     import folder_paths
-    from pixart_delta.fixtures.hed import NARROW, write_hed
-    from pixart_delta.loaders.hed import AUX_SUBPATH, list_hed_files, resolve_hed_file
+    from pixart_delta.tiny.hed import NARROW, write_hed
+    from pixart_delta.loaders.hed_comfy import AUX_SUBPATH, list_hed_files, resolve_hed_file
     target = write_hed(tmp_path.joinpath(*AUX_SUBPATH), widths=NARROW)
     monkeypatch.setitem(folder_paths.folder_names_and_paths, "custom_nodes", ([str(tmp_path)], set()))
     real = folder_paths.get_full_path
@@ -85,13 +85,13 @@ def test_found_where_the_preprocessor_pack_keeps_it(comfy, comfy_dirs, tmp_path,
 
 
 def test_gray_and_rgba_images_through_the_node(comfy, hed_ready):
-    from pixart_delta.nodes.hed import HEDEdgeDetector
+    from pixart_delta.nodes.hed import PixArtHEDEdgeDetector
     rgb = torch.rand(2, 40, 56, 3, generator=torch.Generator().manual_seed(0))
     for image in (rgb[..., :1], torch.cat([rgb, torch.ones_like(rgb[..., :1])], -1)):
-        out = HEDEdgeDetector.execute(image, "ControlNetHED.pth", False, False, 0).result[0]
+        out = PixArtHEDEdgeDetector.execute(image, "ControlNetHED.pth", False, False, 0).result[0]
         assert out.shape == (2, 40, 56, 3)
-    with pytest.raises(ValueError, match="HED Edge Detector: .*5 channels"):
-        HEDEdgeDetector.execute(torch.rand(1, 40, 56, 5), "ControlNetHED.pth", False, False, 0)
+    with pytest.raises(ValueError, match="PixArt HED Edge Detector: .*5 channels"):
+        PixArtHEDEdgeDetector.execute(torch.rand(1, 40, 56, 5), "ControlNetHED.pth", False, False, 0)
 
 
 def test_tiny_vae_file_in_the_hed_folder_is_a_clear_error(comfy, comfy_dirs, hed_ready):

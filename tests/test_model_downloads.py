@@ -9,9 +9,9 @@ import sys
 
 import pytest
 
-from pixart_delta.__main__ import bundled_workflows, load_workflow
-from pixart_delta.comfy_runtime import PACK_ROOT
-from pixart_delta.downloads import (DownloadError, ModelFile, download, file_status, files_for_graph, load_manifest,
+from pixart_delta.tools.cli import bundled_workflows, load_workflow
+from pixart_delta.tools.comfy_runtime import PACK_ROOT
+from pixart_delta.tools.downloads import (DownloadError, ModelFile, download, file_status, files_for_graph, load_manifest,
                                     weight_names, workflow_section)
 
 from hub_standin import HubStandIn

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from pixart_delta.fixtures import pixart as fx
+from pixart_delta.tiny import pixart as fx
 
 pytestmark = pytest.mark.comfyui
 
@@ -22,7 +22,7 @@ def unet_dir(models_dir):
 
 
 def load(path, variant="auto", weight_dtype="default"):
-    from pixart_delta.loaders.pixart_model import load_pixart_model
+    from pixart_delta.loaders.pixart_comfy import load_pixart_model
     return load_pixart_model(path, variant, weight_dtype)
 
 
@@ -110,7 +110,7 @@ def test_diffusers_format_lora_patches_the_right_weights(comfy, unet_dir):
 
 
 def test_loader_error_reaches_the_user_and_executor_keeps_working(comfy, models_dir, unet_dir):
-    from pixart_delta.comfy_runtime import ExecutionFailed
+    from pixart_delta.tools.comfy_runtime import ExecutionFailed
     fx.save(unet_dir / "v1-5-pruned-emaonly.safetensors",
             {"model.diffusion_model.input_blocks.0.0.weight": torch.zeros(320, 4, 3, 3)})
     fx.write_original(unet_dir / "good.pth", fx.random_original(**fx.TINY, micro=False, native_px=512))

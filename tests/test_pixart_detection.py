@@ -3,8 +3,9 @@ and gets the table's latent format, PE interpolation, prediction type and token 
 import pytest
 import torch
 
-from pixart_delta.fixtures import pixart as fx
-from pixart_delta.loaders.pixart_checkpoint import inspect_checkpoint
+from pixart_delta.tiny import pixart as fx
+from pixart_delta.tiny.pixart_controlnet import controlnet_shapes, random_controlnet_file
+from pixart_delta.loaders.pixart import inspect_checkpoint
 
 # The table, written out by hand from pixart.md: variant -> (latent scale, tokens, pe_interp, prediction, micro, px)
 TABLE = {
@@ -53,7 +54,7 @@ def write_case(root, variant, layout, rel, interp):
     if layout == "original":
         fx.write_original(path, fx.random_original(**kw))
     elif layout == "controlnet":
-        fx.write_original(path, fx.random_controlnet_file(micro=micro, native_px=px, copies=2, **fx.TINY))
+        fx.write_original(path, random_controlnet_file(micro=micro, native_px=px, copies=2, **fx.TINY))
     else:
         cfg = fx.diffusers_config(**kw, interpolation_scale=interp)
         fx.write_diffusers(path.parent, fx.random_original(**kw), cfg, filename=path.name)
@@ -84,10 +85,10 @@ def test_controlnet_file_exact_key_counts_and_split():
     """The real files: 668 keys (1024, micro-conditioned) and 660 (512)."""
     for micro, px, n in ((True, 1024, 668), (False, 512, 660)):
         shapes = {**{f"base_model.{k}": s for k, s in fx.original_shapes(micro=micro, native_px=px).items()},
-                  **fx.controlnet_shapes()}
+                  **controlnet_shapes()}
         assert len(shapes) == n
         sd = {k: torch.zeros(1) for k in shapes}
-        from pixart_delta.loaders.pixart_checkpoint import split_layout
+        from pixart_delta.loaders.pixart import split_layout
         layout, base, control = split_layout(sd, None)
         assert layout == "controlnet" and len(base) + len(control) == n
 

@@ -7,8 +7,8 @@ import pytest
 import torch
 from diffusers import PixArtTransformer2DModel
 
-from pixart_delta.fixtures import pixart as fx
-from pixart_delta.loaders.pixart_checkpoint import inspect_checkpoint
+from pixart_delta.tiny import pixart as fx
+from pixart_delta.loaders.pixart import inspect_checkpoint
 from pixart_delta.models.pixart import PixArt
 
 LAYOUTS = {

@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from pixart_delta.__main__ import bundled_workflows, load_workflow, shrink_for_tiny, write_missing_inputs
-from pixart_delta.client import ComfyClient, PromptError, outcome_error, queue_workflow, set_seed_offset
-from pixart_delta.comfy_runtime import PACK_ROOT, find_comfyui
-from pixart_delta.comfy_server import ComfyServer, prepare_base
+from pixart_delta.tools.cli import bundled_workflows, load_workflow, shrink_for_tiny, write_missing_inputs
+from pixart_delta.tools.client import ComfyClient, PromptError, outcome_error, queue_workflow, set_seed_offset
+from pixart_delta.tools.comfy_runtime import PACK_ROOT, find_comfyui
+from pixart_delta.tools.comfy_server import ComfyServer, prepare_base
 
 pytestmark = pytest.mark.comfyui
 # The point is the plumbing, not the pictures: small images (the tiny fixtures keep the full-size SD VAE, whose
@@ -48,7 +48,7 @@ def image_args(graph: dict, folder: Path) -> list[str]:
 def server(comfy, tmp_path_factory):
     """A ComfyUI server with every bundled workflow's tiny models (written after the in-process boot that the
     writers need) and one non-PixArt file in diffusion_models for the wrong-model test."""
-    from pixart_delta.fixtures.tiny_models import write_for_workflow
+    from pixart_delta.tiny import write_for_workflow
     base = prepare_base(tmp_path_factory.mktemp("server"))
     for name in bundled_workflows():
         write_for_workflow(small(load_workflow(name)), base / "models")
@@ -199,8 +199,8 @@ def load_mix(names: list[str], pack_types: set[str], size: int = 5) -> list[str]
 
 def test_thirty_mixed_prompts_complete_without_growing_memory(server, tmp_path):
     import psutil
-    from pixart_delta.nodes import _all_nodes
-    names = load_mix(bundled_workflows(), {cls.GET_SCHEMA().node_id for cls in _all_nodes()})
+    from pixart_delta.nodes import all_nodes
+    names = load_mix(bundled_workflows(), {cls.GET_SCHEMA().node_id for cls in all_nodes()})
     graphs = [(n, small(load_workflow(n))) for n in names]
     uploads = {n: image_args(g, tmp_path / "in" / n) for n, g in graphs}
     plan = list(itertools.islice(itertools.cycle(graphs), 30))

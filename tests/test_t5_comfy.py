@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pixart_delta.fixtures.t5 import TINY, random_t5_state_dict, write_hf_t5_folder, write_single_t5
+from pixart_delta.tiny.t5 import TINY, random_t5_state_dict, write_hf_t5_folder, write_single_t5
 
 pytestmark = pytest.mark.comfyui
 transformers = pytest.importorskip("transformers")
@@ -44,7 +44,7 @@ def tokenizer(comfy):
 
 def reference_encoder(weights=None):
     """transformers' T5EncoderModel with the fixture weights (optionally transformed, e.g. rounded to fp8)."""
-    from pixart_delta.fixtures.t5 import hf_config
+    from pixart_delta.tiny.t5 import hf_config
     cfg = {k: v for k, v in hf_config(**TINY).items() if k not in ("architectures", "torch_dtype")}
     model = transformers.T5EncoderModel(transformers.T5Config(**cfg)).eval()
     sd = random_t5_state_dict(TINY) if weights is None else weights
@@ -69,7 +69,7 @@ def encode(clip, text):
 
 
 def load(path, **kw):
-    from pixart_delta.loaders.t5 import load_t5_clip
+    from pixart_delta.loaders.t5_comfy import load_t5_clip
     return load_t5_clip(path, device="cpu", **kw)
 
 
@@ -151,7 +151,7 @@ def test_progress_per_shard(t5_files):
 
 
 def test_missing_shard_fails_clearly_through_the_node(comfy, models_dir):
-    from pixart_delta.comfy_runtime import ExecutionFailed
+    from pixart_delta.tools.comfy_runtime import ExecutionFailed
     folder = models_dir / "text_encoders" / "T5-broken"
     write_hf_t5_folder(folder, TINY, n_shards=2)
     (folder / "model-00002-of-00002.safetensors").unlink()
@@ -172,7 +172,7 @@ def _graph(t5_name, text, **loader):
 
 @pytest.mark.parametrize("t5_name", ["PixArt-T5/model-00002-of-00002.safetensors", "PixArt-T5", "t5xxl_fp16.safetensors"])
 def test_core_clip_text_encode_accepts_the_clip(comfy, models_dir, tokenizer, t5_name):
-    from pixart_delta.fixtures.tiny_models import write_for_workflow
+    from pixart_delta.tiny import write_for_workflow
     written = write_for_workflow(_graph("PixArt-T5/model-00001-of-00002.safetensors", "")
                                  | {"9": {"class_type": "X", "inputs": {"a": "t5xxl_fp16.safetensors"}}}, models_dir)
     assert len(written) == 2
@@ -191,7 +191,7 @@ def test_core_clip_text_encode_accepts_the_clip(comfy, models_dir, tokenizer, t5
 def test_scaled_fp8_file_as_comfyui_ships_it(tmp_path, tokenizer):
     """t5xxl_fp8_e4m3fn_scaled: fp8 linear weights with a per-tensor `scale_weight`, a `scaled_fp8` marker, fp16
     embedding and norms. Equals transformers with the dequantized weights (fp8 * scale)."""
-    from pixart_delta.fixtures.io import save
+    from pixart_delta.tiny.io import save
     sd = random_t5_state_dict(TINY)
     stored, dequant = {"scaled_fp8": torch.empty(0, dtype=torch.float8_e4m3fn)}, {}
     for k, w in sd.items():
@@ -214,7 +214,7 @@ def test_scaled_fp8_file_as_comfyui_ships_it(tmp_path, tokenizer):
 
 
 def test_incomplete_t5_file_is_a_clear_error(comfy, tmp_path):
-    from pixart_delta.fixtures.io import save
+    from pixart_delta.tiny.io import save
     from pixart_delta.loaders.files import CheckpointError
     sd = random_t5_state_dict(TINY)
     del sd["encoder.block.1.layer.1.DenseReluDense.wo.weight"]

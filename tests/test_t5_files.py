@@ -8,9 +8,10 @@ import pickle
 import pytest
 import torch
 
-from pixart_delta.fixtures.t5 import (TINY, hf_config, random_t5_state_dict, write_hf_t5_folder, write_single_t5)
+from pixart_delta.tiny.t5 import (TINY, hf_config, random_t5_state_dict, write_hf_t5_folder, write_single_t5)
 from pixart_delta.loaders.files import CheckpointError
-from pixart_delta.loaders.t5 import (clean_caption, iter_tensors, preprocess_prompt, resolve_t5_source, t5_config,
+from pixart_delta.loaders.t5_prompt import clean_caption, preprocess_prompt
+from pixart_delta.loaders.t5 import (iter_tensors, resolve_t5_source, t5_config,
                                      tensor_meta)
 
 transformers = pytest.importorskip("transformers")
@@ -143,7 +144,7 @@ def test_config_from_shapes_and_from_config_json(tmp_path, st_folder, cfg):
 
 def test_full_xxl_config_from_header_shapes(tmp_path):
     """The real t5xxl_fp16 shapes give ComfyUI's own t5_config_xxl.json values (header only, no weights written)."""
-    from pixart_delta.fixtures.t5 import XXL, t5_shapes
+    from pixart_delta.tiny.t5 import XXL, t5_shapes
     meta = {k: (s, torch.float16) for k, s in t5_shapes(**XXL).items()}
     assert t5_config(meta) == {"d_model": 4096, "vocab_size": 32128, "num_layers": 24, "num_heads": 64, "d_kv": 64,
                                "d_ff": 10240, "is_gated_act": True, "dense_act_fn": "gelu_pytorch_tanh", "model_type": "t5"}
@@ -156,7 +157,7 @@ def test_config_json_that_does_not_fit_is_a_clear_error(st_folder):
 
 
 def test_not_a_t5_is_a_clear_error(tmp_path):
-    from pixart_delta.fixtures.io import save
+    from pixart_delta.tiny.io import save
     f = save(tmp_path / "unet.safetensors", {"input_blocks.0.0.weight": torch.zeros(4, 4)})
     with pytest.raises(CheckpointError, match=r"unet\.safetensors.*not a T5 encoder.*input_blocks\.0\.0\.weight.*expected"):
         t5_config(tensor_meta([f]), None, f)

@@ -4,9 +4,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pixart_delta.fixtures.hed import NARROW, random_hed_state_dict
-from pixart_delta.fixtures.io import save
-from pixart_delta.fixtures.tiny_vae import (random_taesd_decoder, random_taesd_encoder, to_autoencoder_tiny,
+from pixart_delta.tiny.hed import NARROW, random_hed_state_dict
+from pixart_delta.tiny.io import save
+from pixart_delta.tiny.tiny_vae import (random_taesd_decoder, random_taesd_encoder, to_autoencoder_tiny,
                                             write_autoencoder_tiny, write_taesd)
 from pixart_delta.loaders.files import CheckpointError
 from pixart_delta.loaders.tiny_vae import SD1, SDXL, auto_latent_space, comfy_state_dict, read_tiny_vae

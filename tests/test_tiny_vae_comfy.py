@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pixart_delta.comfy_runtime import ExecutionFailed
-from pixart_delta.fixtures.io import save
-from pixart_delta.fixtures.tiny_vae import random_taesd_decoder, random_taesd_encoder, write_taesd
+from pixart_delta.tools.comfy_runtime import ExecutionFailed
+from pixart_delta.tiny.io import save
+from pixart_delta.tiny.tiny_vae import random_taesd_decoder, random_taesd_encoder, write_taesd
 
 diffusers = pytest.importorskip("diffusers")
 pytestmark = pytest.mark.comfyui
@@ -43,7 +43,7 @@ def vae_files(models_dir, weights):
 
 
 def _load(path, space="auto"):
-    from pixart_delta.loaders.tiny_vae import load_tiny_vae
+    from pixart_delta.loaders.tiny_vae_comfy import load_tiny_vae
     return load_tiny_vae(path, space)
 
 
@@ -92,16 +92,16 @@ def test_encode_equals_diffusers(comfy, vae_files, weights):
 def _graph(vae_name, with_encode=False):
     g = {
         "1": {"class_type": "EmptyLatentImage", "inputs": {"width": 96, "height": 64, "batch_size": 3}},
-        "2": {"class_type": "TinyVAELoader", "inputs": {"vae_name": vae_name, "latent_space": "auto"}},
+        "2": {"class_type": "PixArtTinyVAELoader", "inputs": {"vae_name": vae_name, "latent_space": "auto"}},
         "3": {"class_type": "VAEDecode", "inputs": {"samples": ["1", 0], "vae": ["2", 0]}},
-        "4": {"class_type": "SDXSTinyVAEDecode", "inputs": {"samples": ["1", 0], "vae_name": vae_name,
+        "4": {"class_type": "PixArtSDXSTinyVAEDecode", "inputs": {"samples": ["1", 0], "vae_name": vae_name,
                                                              "latent_space": "auto"}},
         "5": {"class_type": "SaveImage", "inputs": {"images": ["3", 0], "filename_prefix": "tinyvae_core"}},
         "6": {"class_type": "SaveImage", "inputs": {"images": ["4", 0], "filename_prefix": "tinyvae_node"}},
     }
     if with_encode:
         g["7"] = {"class_type": "VAEEncode", "inputs": {"pixels": ["3", 0], "vae": ["2", 0]}}
-        g["8"] = {"class_type": "SDXSTinyVAEDecode", "inputs": {"samples": ["7", 0], "vae_name": vae_name,
+        g["8"] = {"class_type": "PixArtSDXSTinyVAEDecode", "inputs": {"samples": ["7", 0], "vae_name": vae_name,
                                                                  "latent_space": "auto"}}
         g["9"] = {"class_type": "PreviewImage", "inputs": {"images": ["8", 0]}}
     return g
@@ -120,20 +120,20 @@ def test_core_nodes_and_the_decode_node_in_a_graph(comfy, vae_files, comfy_dirs)
 
 
 def test_decode_node_equals_vae_decode(comfy, vae_files):
-    from pixart_delta.nodes.tiny_vae import SDXSTinyVAEDecode
+    from pixart_delta.nodes.tiny_vae import PixArtSDXSTinyVAEDecode
     latent = torch.randn(3, 4, 4, 6, generator=torch.Generator().manual_seed(3))
-    got = SDXSTinyVAEDecode.execute({"samples": latent}, "taesd_decoder.pth", "auto").result[0]
+    got = PixArtSDXSTinyVAEDecode.execute({"samples": latent}, "taesd_decoder.pth", "auto").result[0]
     want = _load(vae_files["taesd"]).decode(latent)
     assert torch.equal(got, want)
     with pytest.raises(ValueError, match=r"expected image latents \[batch, 4"):
-        SDXSTinyVAEDecode.execute({"samples": torch.zeros(1, 16, 4, 4)}, "taesd_decoder.pth", "auto")
+        PixArtSDXSTinyVAEDecode.execute({"samples": torch.zeros(1, 16, 4, 4)}, "taesd_decoder.pth", "auto")
 
 
 def test_decoder_only_vae_refuses_to_encode(comfy, vae_files):
     g = {"1": {"class_type": "EmptyImage", "inputs": {"width": 64, "height": 64, "batch_size": 1, "color": 0}},
-         "2": {"class_type": "TinyVAELoader", "inputs": {"vae_name": vae_files["taesdxl"].name, "latent_space": "auto"}},
+         "2": {"class_type": "PixArtTinyVAELoader", "inputs": {"vae_name": vae_files["taesdxl"].name, "latent_space": "auto"}},
          "3": {"class_type": "VAEEncode", "inputs": {"pixels": ["1", 0], "vae": ["2", 0]}},
-         "4": {"class_type": "SDXSTinyVAEDecode", "inputs": {"samples": ["3", 0], "vae_name": vae_files["taesdxl"].name,
+         "4": {"class_type": "PixArtSDXSTinyVAEDecode", "inputs": {"samples": ["3", 0], "vae_name": vae_files["taesdxl"].name,
                                                               "latent_space": "auto"}},
          "5": {"class_type": "PreviewImage", "inputs": {"images": ["4", 0]}}}
     with pytest.raises(ExecutionFailed, match="decoder-only"):
@@ -145,7 +145,7 @@ def test_full_vae_in_the_tiny_loader_is_a_clear_error(comfy, models_dir):
                                    up_block_types=("UpDecoderBlock2D",) * 2, norm_num_groups=4, latent_channels=4)
     save(models_dir / "vae_approx" / "not-tiny-full-vae.safetensors", full.state_dict())
     g = {"1": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}},
-         "2": {"class_type": "SDXSTinyVAEDecode", "inputs": {"samples": ["1", 0], "latent_space": "auto",
+         "2": {"class_type": "PixArtSDXSTinyVAEDecode", "inputs": {"samples": ["1", 0], "latent_space": "auto",
                                                               "vae_name": "not-tiny-full-vae.safetensors"}},
          "3": {"class_type": "PreviewImage", "inputs": {"images": ["2", 0]}}}
     with pytest.raises(ExecutionFailed, match="full VAE.*Load VAE"):

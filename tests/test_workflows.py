@@ -9,10 +9,12 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from pixart_delta.__main__ import (API_DIR, bundled_workflows, load_workflow, shrink_for_tiny,
+from pixart_delta.tools.cli import (API_DIR, bundled_workflows, load_workflow, shrink_for_tiny,
                                    write_missing_inputs)
-from pixart_delta.comfy_runtime import PACK_ROOT, find_comfyui
-from pixart_delta.fixtures.tiny_models import write_for_workflow
+from pixart_delta.tools import PACK_ROOT
+
+from conftest import comfyui_or_skip
+from pixart_delta.tiny import write_for_workflow
 
 pytestmark = pytest.mark.comfyui
 UI_DIR = PACK_ROOT / "example_workflows"
@@ -51,7 +53,7 @@ def test_t2i_writes_the_requested_size(comfy, comfy_dirs, width, height):
 
 @pytest.mark.parametrize("name", bundled_workflows())
 def test_ui_file_matches_api_file(comfy, name):
-    from pixart_delta.workflow_format import canonical, ui_to_api
+    from pixart_delta.tools.workflow_format import canonical, ui_to_api
     ui_path = UI_DIR / f"{name}.json"
     assert ui_path.is_file(), f"{name}: no UI-format file in example_workflows/"
     ui = json.loads(ui_path.read_text())
@@ -61,9 +63,7 @@ def test_ui_file_matches_api_file(comfy, name):
 
 
 def test_cli_run_tiny_end_to_end(tmp_path):
-    comfy_path = find_comfyui()
-    if comfy_path is None:
-        pytest.skip("no ComfyUI checkout: set COMFYUI_PATH or put one at ~/ComfyUI to run the integration tests")
+    comfy_path = comfyui_or_skip()
     proc = subprocess.run([sys.executable, "-m", "pixart_delta", "run", "pixart_sigma_t2i", "--tiny",
                            "--out", str(tmp_path), "--set", "6.steps=2"],
                           cwd=PACK_ROOT, capture_output=True, text=True, timeout=600,

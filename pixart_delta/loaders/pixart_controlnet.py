@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from .files import SAFETENSORS_EXT, CheckpointError, load_state_dict, read_safetensors_header, unwrap
-from .pixart_checkpoint import (HEAD_DIM, _px_from_name, count_blocks, describe_keys,
+from .pixart import (HEAD_DIM, _px_from_name, count_blocks, describe_keys,
                                 diffusers_block_to_original)
 from .variants import VARIANTS, Variant
 

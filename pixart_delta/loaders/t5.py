@@ -5,16 +5,14 @@ Weights are read tensor by tensor with plain file reads (safetensors' mmap would
 10 GB shard resident while the file is open), converted to the storage dtype and copied into ComfyUI's own T5
 (comfy.text_encoders.t5) right away, so peak memory stays near the final weight size.
 
-Everything above `load_t5_clip` works without ComfyUI (the unit tests use it); `load_t5_clip` needs `comfy`.
+No ComfyUI here: t5_comfy.py builds the CLIP, t5_prompt.py prepares prompts as diffusers does.
 """
 from __future__ import annotations
 
-import html
 import json
 import logging
 import mmap
 import re
-import urllib.parse as ul
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
@@ -26,7 +24,6 @@ from .files import PICKLE_EXT, SAFETENSORS_EXT, CheckpointError, load_state_dict
 log = logging.getLogger(__name__)
 
 INDEX_NAMES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
-FAMILY_TOKENS = {"alpha": 120, "sigma": 300}
 WEIGHT_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16,
                  "fp8_e4m3fn": torch.float8_e4m3fn}
 _ST_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
@@ -298,209 +295,3 @@ def t5_config(meta: dict, hf_config: dict | None = None, where="T5") -> dict:
         raise CheckpointError(f"{where}: relative attention with {buckets} buckets / max distance {max_distance}; "
                               f"expected {COMFY_REL_BUCKETS} / {COMFY_REL_MAX_DISTANCE} (all T5 v1.1 models)")
     return cfg
-
-
-# ---- prompts ---------------------------------------------------------------------------------------------
-
-# diffusers' PixArt pipelines clean captions with this procedure (from DeepFloyd IF). It is ported rather than
-# imported because diffusers is not a ComfyUI dependency; tests check it against diffusers' own method.
-_BAD_PUNCT = re.compile(r"[" + "#®•©™&@·º½¾¿¡§~" + r"\)" + r"\(" + r"\]" + r"\[" + r"\}" + r"\{" + r"\|"
-                        + "\\" + r"\/" + r"\*" + r"]{1,}")
-
-
-def clean_caption(caption: str) -> str:
-    from bs4 import BeautifulSoup
-    import ftfy
-
-    c = ul.unquote_plus(str(caption)).strip().lower()
-    c = re.sub("<person>", "person", c)
-    c = re.sub(r"\b((?:https?:(?:\/{1,3}|[a-zA-Z0-9%])|[a-zA-Z0-9.\-]+[.](?:com|co|ru|net|org|edu|gov|it)[\w/-]*\b\/?(?!@)))", "", c)
-    c = re.sub(r"\b((?:www:(?:\/{1,3}|[a-zA-Z0-9%])|[a-zA-Z0-9.\-]+[.](?:com|co|ru|net|org|edu|gov|it)[\w/-]*\b\/?(?!@)))", "", c)
-    c = BeautifulSoup(c, features="html.parser").text
-    c = re.sub(r"@[\w\d]+\b", "", c)
-    for lo, hi in (("31c0", "31ef"), ("31f0", "31ff"), ("3200", "32ff"), ("3300", "33ff"), ("3400", "4dbf"),
-                   ("4dc0", "4dff"), ("4e00", "9fff")):  # CJK blocks
-        c = re.sub(f"[\\u{lo}-\\u{hi}]+", "", c)
-    c = re.sub(r"[\u002D\u058A\u05BE\u1400\u1806\u2010-\u2015\u2E17\u2E1A\u2E3A\u2E3B\u2E40\u301C\u3030\u30A0"
-               r"\uFE31\uFE32\uFE58\uFE63\uFF0D]+", "-", c)
-    c = re.sub(r"[`´«»“”¨]", '"', c)
-    c = re.sub(r"[‘’]", "'", c)
-    c = re.sub(r"&quot;?", "", c)
-    c = re.sub(r"&amp", "", c)
-    c = re.sub(r"\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}", " ", c)
-    c = re.sub(r"\d:\d\d\s+$", "", c)
-    c = re.sub(r"\\n", " ", c)
-    c = re.sub(r"#\d{1,3}\b", "", c)
-    c = re.sub(r"#\d{5,}\b", "", c)
-    c = re.sub(r"\b\d{6,}\b", "", c)
-    c = re.sub(r"[\S]+\.(?:png|jpg|jpeg|bmp|webp|eps|pdf|apk|mp4)", "", c)
-    c = re.sub(r"[\"\']{2,}", r'"', c)
-    c = re.sub(r"[\.]{2,}", r" ", c)
-    c = re.sub(_BAD_PUNCT, r" ", c)
-    c = re.sub(r"\s+\.\s+", r" ", c)
-    dash = re.compile(r"(?:\-|\_)")
-    if len(re.findall(dash, c)) > 3:
-        c = re.sub(dash, " ", c)
-    c = ftfy.fix_text(c)
-    c = html.unescape(html.unescape(c))
-    c = re.sub(r"\b[a-zA-Z]{1,3}\d{3,15}\b", "", c)
-    c = re.sub(r"\b[a-zA-Z]+\d+[a-zA-Z]+\b", "", c)
-    c = re.sub(r"\b\d+[a-zA-Z]+\d+\b", "", c)
-    c = re.sub(r"(worldwide\s+)?(free\s+)?shipping", "", c)
-    c = re.sub(r"(free\s)?download(\sfree)?", "", c)
-    c = re.sub(r"\bclick\b\s(?:for|on)\s\w+", "", c)
-    c = re.sub(r"\b(?:png|jpg|jpeg|bmp|webp|eps|pdf|apk|mp4)(\simage[s]?)?", "", c)
-    c = re.sub(r"\bpage\s+\d+\b", "", c)
-    c = re.sub(r"\b\d*[a-zA-Z]+\d+[a-zA-Z]+\d+[a-zA-Z\d]*\b", r" ", c)
-    c = re.sub(r"\b\d+\.?\d*[xх×]\d+\.?\d*\b", "", c)
-    c = re.sub(r"\b\s+\:\s+", r": ", c)
-    c = re.sub(r"(\D[,\./])\b", r"\1 ", c)
-    c = re.sub(r"\s+", " ", c)
-    c = re.sub(r"^[\"\']([\w\W]+)[\"\']$", r"\1", c)
-    c = re.sub(r"^[\'\_,\-\:;]", r"", c)
-    c = re.sub(r"[\'\_,\-\:\-\+]$", r"", c)
-    c = re.sub(r"^\.\S+$", "", c)
-    return c.strip()
-
-
-def preprocess_prompt(text: str, clean: bool) -> str:
-    """What diffusers' PixArt pipelines do to a prompt before tokenizing (`_text_preprocessing`)."""
-    if clean:
-        return clean_caption(clean_caption(text))
-    return text.lower().strip()
-
-
-def prompt_token_ids(tokenizer, text: str, max_tokens: int, clean: bool) -> list[int]:
-    """The tokens diffusers feeds T5 with mask 1: at most max_tokens, the end token included; padding dropped."""
-    return list(tokenizer(preprocess_prompt(text, clean), truncation=True, max_length=max_tokens,
-                          add_special_tokens=True)["input_ids"])
-
-
-def max_tokens_for(family: str, max_tokens: int = 0) -> int:
-    if max_tokens and max_tokens > 0:
-        return int(max_tokens)
-    try:
-        return FAMILY_TOKENS[family]
-    except KeyError:
-        raise ValueError(f"family {family!r}: expected one of {', '.join(FAMILY_TOKENS)}") from None
-
-
-# ---- ComfyUI side ----------------------------------------------------------------------------------------
-
-_TOKENIZER_CLASSES = None
-
-
-def _tokenizer_classes():
-    """ComfyUI tokenizer classes that trim/clean like diffusers (built lazily: importing comfy needs ComfyUI)."""
-    global _TOKENIZER_CLASSES
-    if _TOKENIZER_CLASSES is None:
-        from comfy import sd1_clip
-        from comfy.text_encoders.pixart_t5 import T5XXLTokenizer
-
-        class PixArtT5Tokenizer(T5XXLTokenizer):
-            def __init__(self, embedding_directory=None, tokenizer_data={}):
-                super().__init__(embedding_directory=embedding_directory, tokenizer_data=tokenizer_data)
-                self.pixart_max_tokens = int(tokenizer_data.get("pixart_max_tokens", 120))
-                self.pixart_clean = bool(tokenizer_data.get("pixart_clean_caption", True))
-
-            def tokenize_with_weights(self, text: str, return_word_ids=False, **kwargs):
-                # Prompts are taken literally, as diffusers does (no "(word:1.2)" weights, no embeddings).
-                ids = prompt_token_ids(self.tokenizer, text, self.pixart_max_tokens, self.pixart_clean)
-                if return_word_ids:
-                    return [[(t, 1.0, 0 if t == self.end_token else 1) for t in ids]]
-                return [[(t, 1.0) for t in ids]]
-
-        class PixArtT5SD1Tokenizer(sd1_clip.SD1Tokenizer):
-            def __init__(self, embedding_directory=None, tokenizer_data={}):
-                super().__init__(embedding_directory=embedding_directory, tokenizer_data=tokenizer_data,
-                                 clip_name="t5xxl", tokenizer=PixArtT5Tokenizer)
-
-        _TOKENIZER_CLASSES = (PixArtT5Tokenizer, PixArtT5SD1Tokenizer)
-    return _TOKENIZER_CLASSES
-
-
-def storage_dtype(weight_dtype: str, file_dtype: torch.dtype, load_device) -> torch.dtype:
-    """`default`: fp8/fp16/bf16 files stay as stored; fp32 files get ComfyUI's text-encoder dtype."""
-    if weight_dtype in WEIGHT_DTYPES:
-        return WEIGHT_DTYPES[weight_dtype]
-    if weight_dtype != "default":
-        raise ValueError(f"weight_dtype {weight_dtype!r}: expected default or one of {', '.join(WEIGHT_DTYPES)}")
-    if file_dtype in (torch.float16, torch.bfloat16, torch.float8_e4m3fn, torch.float8_e5m2):
-        return file_dtype
-    import comfy.model_management as mm
-    return mm.text_encoder_dtype(load_device)
-
-
-def load_t5_clip(path, family: str = "alpha", max_tokens: int = 0, weight_dtype: str = "default",
-                 device: str = "default", clean_caption: bool = True, embedding_directory=None,
-                 progress: Callable[[int, int], None] | None = None):
-    """A ComfyUI CLIP (comfy.sd.CLIP around ComfyUI's T5) filled shard by shard from `path`."""
-    import comfy.model_management as mm
-    import comfy.sd
-    import comfy.text_encoders.pixart_t5
-
-    src = resolve_t5_source(path)
-    where = src.index.parent if src.sharded else src.files[0]
-    meta = tensor_meta(src.files)
-    cfg = t5_config(meta, src.hf_config, where)
-    scaled_fp8 = meta.get("scaled_fp8", (None, None))[1]
-
-    if device == "cpu":
-        load_device = offload_device = torch.device("cpu")
-    elif device == "default":
-        load_device, offload_device = mm.text_encoder_device(), mm.text_encoder_offload_device()
-    else:
-        raise ValueError(f"device {device!r}: expected default or cpu")
-    file_dtype = meta["encoder.final_layer_norm.weight"][1] if "encoder.final_layer_norm.weight" in meta else meta["shared.weight"][1]
-    dtype = storage_dtype(weight_dtype, file_dtype, load_device)
-    model_options = {"t5xxl_model_config": cfg, "load_device": load_device, "offload_device": offload_device,
-                     "initial_device": offload_device}
-    if scaled_fp8 is not None:  # ComfyUI's scaled-fp8 files: linear weights stay fp8 with their scales
-        if weight_dtype != "default":
-            log.info("%s is a scaled fp8 file: its linear weights stay %s, weight_dtype %s applies to the rest",
-                     where, scaled_fp8, weight_dtype)
-        model_options["t5xxl_scaled_fp8"] = scaled_fp8
-    model_options["dtype"] = dtype
-
-    class Target:
-        params = {}
-        clip = comfy.text_encoders.pixart_t5.pixart_te(dtype_t5=dtype, t5xxl_scaled_fp8=scaled_fp8)
-        tokenizer = _tokenizer_classes()[1]
-
-    tokenizer_data = {"pixart_max_tokens": max_tokens_for(family, max_tokens), "pixart_clean_caption": clean_caption}
-    clip = comfy.sd.CLIP(Target, embedding_directory=embedding_directory, tokenizer_data=tokenizer_data,
-                         model_options=model_options)
-    model = clip.cond_stage_model.t5xxl.transformer
-    expected = {k: v for k, v in model.state_dict(keep_vars=True).items()}
-    filled: set[str] = set()
-
-    def wanted(key):
-        return key in expected and key not in filled
-
-    # Plain T5 weights are copied piece by piece straight into the parameters (what load_state_dict does, but
-    # without a whole fp32 tensor, ~0.5 GB for T5-XXL's embedding, beside the weights); scaled-fp8 files go
-    # through ComfyUI's load_sd whole, as their layers handle the scales themselves.
-    direct = scaled_fp8 is None
-    for i, f in enumerate(src.files):
-        for key, shape, r0, t in iter_pieces(f, wanted, (16 << 20) if direct else None):
-            target = expected[key]
-            if shape != tuple(target.shape):
-                raise CheckpointError(f"{f}: {key} has shape {shape}; expected {tuple(target.shape)} "
-                                      f"(from the T5 config {cfg})")
-            if direct:
-                with torch.no_grad():
-                    (target[r0:r0 + t.shape[0]] if target.dim() else target).copy_(t)  # casts to the storage dtype
-            else:
-                clip.load_sd({key: t})
-            del t
-            filled.add(key)
-            mm.throw_exception_if_processing_interrupted()
-        if progress is not None:
-            progress(i + 1, len(src.files))
-    missing = sorted(k for k in set(expected) - filled
-                     if k != "scaled_fp8" and not k.endswith((".scale_weight", ".scale_input")))  # scales default to 1
-    if missing:
-        raise CheckpointError(f"{where}: the T5 weights lack {len(missing)} tensors the config needs "
-                              f"({', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''}); expected a complete "
-                              f"T5 encoder ({cfg['num_layers']} blocks, d_model {cfg['d_model']})")
-    return clip

@@ -1,23 +1,20 @@
-"""Every module in this package lists its node classes in `NODES`; they are all registered here."""
-import importlib
-import pkgutil
-
+"""The pack's nodes, as ComfyUI registers them (V3 ComfyExtension). Each module lists its node classes in `NODES`."""
 from typing_extensions import override
 from comfy_api.latest import ComfyExtension, io
 
+from . import controlnet, few_step, hed, pixart_loader, t5_loader, tiny_vae
 
-def _all_nodes() -> list[type[io.ComfyNode]]:
-    found = []
-    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
-        module = importlib.import_module(f"{__name__}.{info.name}")
-        found.extend(getattr(module, "NODES", []))
-    return found
+NODE_MODULES = (pixart_loader, t5_loader, controlnet, few_step, hed, tiny_vae)
+
+
+def all_nodes() -> list[type[io.ComfyNode]]:
+    return [node for module in NODE_MODULES for node in module.NODES]
 
 
 class PixArtDeltaExtension(ComfyExtension):
     @override
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
-        return _all_nodes()
+        return all_nodes()
 
 
 async def comfy_entrypoint() -> PixArtDeltaExtension:

@@ -8,7 +8,7 @@ import comfy.latent_formats
 from comfy_api.latest import io
 
 from ..loaders.files import CheckpointError
-from ..loaders.pixart_controlnet_model import (WEIGHT_DTYPES, PixArtControlNet, check_model,
+from ..loaders.pixart_controlnet_comfy import (WEIGHT_DTYPES, PixArtControlNet, check_model,
                                                load_pixart_controlnet)
 from ..preprocessors.controlnet_hint import HintError, fit_hint, hint_batch
 
@@ -48,7 +48,7 @@ class PixArtControlNetLoader(io.ComfyNode):
                 if not control.info.has_base:
                     raise CheckpointError(f"{control.info.describe()} has no base weights: connect the PixArt MODEL "
                                           f"it should control to the `model` input")
-                from ..loaders.pixart_model import load_pixart_model
+                from ..loaders.pixart_comfy import load_pixart_model
                 model = load_pixart_model(path)
         except CheckpointError as e:
             raise ValueError(f"PixArt ControlNet Loader: {e}") from None

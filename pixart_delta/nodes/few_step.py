@@ -10,9 +10,9 @@ import comfy.model_management
 import comfy.utils
 import folder_paths
 
-from ..loaders.pixart_model import is_pixart_model, pixart_variant
+from ..loaders.pixart_comfy import is_pixart_model, pixart_variant
 from ..samplers import prior as ipi
-from ..samplers.comfy_samplers import PREDICTIONS, make_sampler, patch_prediction, prediction_for_variant, sigmas_for_timesteps
+from ..samplers.sampling_comfy import PREDICTIONS, make_sampler, patch_prediction, prediction_for_variant, sigmas_for_timesteps
 from ..samplers.schedules import LCM_MAX_STEPS, MODES, SPACINGS, few_step_timesteps
 
 PRIOR_FOLDER = "yoso_priors"
@@ -150,7 +150,7 @@ class PixArtYOSOPriorLatent(io.ComfyNode):
     def define_schema(cls):
         return io.Schema(
             node_id="PixArtYOSOPriorLatent",
-            display_name="YOSO Informative Prior Latent",
+            display_name="PixArt YOSO Informative Prior Latent",
             category="PixArt/latent",
             description="YOSO's informative prior: per-element mean of reference latents + their std x noise. Use it "
                         "as the latent image with full denoise (YOSO one-step at t=999).",
@@ -164,7 +164,7 @@ class PixArtYOSOPriorLatent(io.ComfyNode):
                 io.Vae.Input("vae", optional=True, tooltip="VAE for `image` (the PixArt model's SD VAE)."),
                 io.Combo.Input("prior_file", options=["none", *folder_paths.get_filename_list(PRIOR_FOLDER)],
                                default="none", optional=True,
-                               tooltip="A prior saved by Save YOSO Prior in models/yoso_priors, instead of references."),
+                               tooltip="A prior saved by PixArt Save YOSO Prior in models/yoso_priors, instead of references."),
             ],
             outputs=[io.Latent.Output()],
         )
@@ -182,10 +182,10 @@ class PixArtYOSOPriorSave(io.ComfyNode):
     def define_schema(cls):
         return io.Schema(
             node_id="PixArtYOSOPriorSave",
-            display_name="Save YOSO Prior",
+            display_name="PixArt Save YOSO Prior",
             category="PixArt/latent",
             description="Saves a YOSO informative prior (mean latent + std) to models/yoso_priors/<name>.safetensors "
-                        "so YOSO Informative Prior Latent can reuse it without the reference images.",
+                        "so PixArt YOSO Informative Prior Latent can reuse it without the reference images.",
             inputs=[
                 io.String.Input("name", default="yoso_prior", tooltip="File name (without extension) in models/yoso_priors."),
                 io.Latent.Input("references", optional=True),

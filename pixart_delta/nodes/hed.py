@@ -1,4 +1,4 @@
-"""HED Edge Detector: IMAGE batch -> white-on-black HED edge maps (the PixArt-δ ControlNet's training input)."""
+"""PixArt HED Edge Detector: IMAGE batch -> white-on-black HED edge maps (the PixArt-δ ControlNet's training input)."""
 from __future__ import annotations
 
 import comfy.model_management as mm
@@ -6,7 +6,8 @@ import comfy.utils
 from comfy_api.latest import io
 
 from ..loaders.files import CheckpointError
-from ..loaders.hed import HED_FILE, list_hed_files, load_hed_patcher, register_folder, resolve_hed_file
+from ..loaders.hed import HED_FILE
+from ..loaders.hed_comfy import list_hed_files, load_hed_patcher, register_folder, resolve_hed_file
 from ..preprocessors.hed import HEDInputError, detect, detection_size
 
 register_folder()
@@ -18,12 +19,12 @@ def _chunk(height: int, width: int, batch: int, device) -> int:
     return max(1, min(batch, int(mm.get_free_memory(device) * 0.8) // per_image))
 
 
-class HEDEdgeDetector(io.ComfyNode):
+class PixArtHEDEdgeDetector(io.ComfyNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(
-            node_id="HEDEdgeDetector",
-            display_name="HED Edge Detector",
+            node_id="PixArtHEDEdgeDetector",
+            display_name="PixArt HED Edge Detector",
             category="PixArt/preprocessors",
             description="HED soft edges (ControlNet 1.1 / PixArt-δ model, ControlNetHED.pth): white edges on black, "
                         "3 channels, same size as the input. Runs batched on ComfyUI's device; the model stays loaded "
@@ -54,7 +55,7 @@ class HEDEdgeDetector(io.ComfyNode):
         try:
             patcher = load_hed_patcher(resolve_hed_file(model_name))
         except CheckpointError as e:
-            raise ValueError(f"HED Edge Detector: {e}") from None
+            raise ValueError(f"PixArt HED Edge Detector: {e}") from None
         b, h, w = image.shape[0], image.shape[1], image.shape[2]
         dh, dw = detection_size(h, w, resolution)
         mm.load_models_gpu([patcher], memory_required=dh * dw * 64 * 4 * 6)
@@ -64,8 +65,8 @@ class HEDEdgeDetector(io.ComfyNode):
             out = detect(patcher.model, image, resolution, safe, scribble, chunk=_chunk(dh, dw, b, device),
                          device=device, progress=pbar.update)
         except HEDInputError as e:
-            raise ValueError(f"HED Edge Detector: {e}") from None
+            raise ValueError(f"PixArt HED Edge Detector: {e}") from None
         return io.NodeOutput(out.to(mm.intermediate_device()))
 
 
-NODES = [HEDEdgeDetector]
+NODES = [PixArtHEDEdgeDetector]

@@ -4,7 +4,7 @@ from __future__ import annotations
 import folder_paths
 from comfy_api.latest import io
 
-from ..loaders.pixart_model import WEIGHT_DTYPES, load_pixart_model
+from ..loaders.pixart_comfy import WEIGHT_DTYPES, load_pixart_model
 from ..loaders.variants import VARIANTS
 
 

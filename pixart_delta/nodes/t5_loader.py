@@ -1,43 +1,13 @@
 """PixArt T5 Loader: a single-file or sharded Hugging Face T5 -> CLIP (core CLIPTextEncode encodes with it)."""
 from __future__ import annotations
 
-import os
-
 import comfy.utils
 import folder_paths
 from comfy_api.latest import io
 
-from ..loaders.t5 import FAMILY_TOKENS, INDEX_NAMES, WEIGHT_DTYPES, load_t5_clip
-
-FOLDER = "text_encoders"
-
-
-def _sharded_folders() -> list[str]:
-    """Sub-folders of models/text_encoders holding a shard index, offered as choices of their own."""
-    found = set()
-    for base in folder_paths.get_folder_paths(FOLDER):
-        if not os.path.isdir(base):
-            continue
-        for root, _dirs, files in os.walk(base, followlinks=True):
-            if root != base and any(f in INDEX_NAMES for f in files):
-                found.add(os.path.relpath(root, base))
-    return sorted(found)
-
-
-def t5_choices() -> list[str]:
-    return sorted(set(folder_paths.get_filename_list(FOLDER)) | set(_sharded_folders()))
-
-
-def resolve_choice(name: str) -> str:
-    path = folder_paths.get_full_path(FOLDER, name)
-    if path is not None:
-        return path
-    for base in folder_paths.get_folder_paths(FOLDER):
-        candidate = os.path.join(base, name)
-        if os.path.isdir(candidate) and os.path.commonpath([os.path.abspath(base), os.path.abspath(candidate)]) == os.path.abspath(base):
-            return candidate
-    raise FileNotFoundError(f"T5 '{name}' not found in models/{FOLDER} ({', '.join(folder_paths.get_folder_paths(FOLDER))})")
-
+from ..loaders.t5 import WEIGHT_DTYPES
+from ..loaders.t5_comfy import load_t5_clip, resolve_choice, t5_choices
+from ..loaders.t5_prompt import FAMILY_TOKENS
 
 class PixArtT5Loader(io.ComfyNode):
     @classmethod

@@ -1,4 +1,4 @@
-"""Tiny VAE Loader (SDXS / TAESD -> VAE with the right latent scale) and SDXS Tiny VAE Decode (one node)."""
+"""Tiny VAE Loader (SDXS / TAESD -> VAE with the right latent scale) and PixArt SDXS Tiny VAE Decode (one node)."""
 from __future__ import annotations
 
 import comfy.model_management as mm
@@ -7,7 +7,8 @@ import comfy.utils
 from comfy_api.latest import io
 
 from ..loaders.files import CheckpointError
-from ..loaders.tiny_vae import AUTO, LATENT_SPACES, list_tiny_vae_files, load_tiny_vae, resolve_tiny_vae_file
+from ..loaders.tiny_vae import AUTO, LATENT_SPACES
+from ..loaders.tiny_vae_comfy import list_tiny_vae_files, load_tiny_vae, resolve_tiny_vae_file
 
 _FILE_TIP = ("SDXS vae/diffusion_pytorch_model.safetensors (renamed, e.g. sdxs-512-0.9_tiny_vae.safetensors), or "
              "TAESD taesd_decoder / taesdxl_decoder .pth/.safetensors (its *_encoder file beside it is used too), "
@@ -28,12 +29,12 @@ def _inputs():
             io.Combo.Input("latent_space", options=[AUTO, *LATENT_SPACES], default=AUTO, tooltip=_SPACE_TIP)]
 
 
-class TinyVAELoader(io.ComfyNode):
+class PixArtTinyVAELoader(io.ComfyNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(
-            node_id="TinyVAELoader",
-            display_name="Tiny VAE Loader (SDXS / TAESD)",
+            node_id="PixArtTinyVAELoader",
+            display_name="PixArt Tiny VAE Loader (SDXS / TAESD)",
             category="PixArt/loaders",
             description="Loads the SDXS tiny decoder or TAESD/TAESDXL (~1.2 M parameters) as a VAE that core VAE "
                         "Decode accepts, with the latent scale set (ComfyUI's own loader leaves it at 1.0 for such "
@@ -47,12 +48,12 @@ class TinyVAELoader(io.ComfyNode):
         return io.NodeOutput(_load(vae_name, latent_space))
 
 
-class SDXSTinyVAEDecode(io.ComfyNode):
+class PixArtSDXSTinyVAEDecode(io.ComfyNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(
-            node_id="SDXSTinyVAEDecode",
-            display_name="SDXS Tiny VAE Decode",
+            node_id="PixArtSDXSTinyVAEDecode",
+            display_name="PixArt SDXS Tiny VAE Decode",
             category="PixArt/latent",
             description="LATENT -> IMAGE with the SDXS / TAESD tiny decoder in one node (loads and caches the file). "
                         "About 18x fewer operations than the full SD VAE decoder; slightly softer detail.",
@@ -67,7 +68,7 @@ class SDXSTinyVAEDecode(io.ComfyNode):
         vae = _load(vae_name, latent_space)
         want = vae.latent_channels
         if latent.ndim != 4 or latent.shape[1] != want:
-            raise ValueError(f"SDXS Tiny VAE Decode: expected image latents [batch, {want}, height, width] for "
+            raise ValueError(f"PixArt SDXS Tiny VAE Decode: expected image latents [batch, {want}, height, width] for "
                              f"{vae.latent_space}, got shape {tuple(latent.shape)}")
         b = latent.shape[0]
         free = mm.get_free_memory(vae.device)
@@ -81,4 +82,4 @@ class SDXSTinyVAEDecode(io.ComfyNode):
         return io.NodeOutput(images[0] if len(images) == 1 else torch.cat(images))
 
 
-NODES = [TinyVAELoader, SDXSTinyVAEDecode]
+NODES = [PixArtTinyVAELoader, PixArtSDXSTinyVAEDecode]

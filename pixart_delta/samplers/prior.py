@@ -87,7 +87,7 @@ def load_prior(path) -> tuple[torch.Tensor, torch.Tensor, dict]:
     import safetensors.torch
     path = Path(path)
     if path.suffix != ".safetensors":
-        raise PriorError(f"{path}: a YOSO prior is a .safetensors file written by 'Save YOSO Prior'; got a {path.suffix or 'suffix-less'} file")
+        raise PriorError(f"{path}: a YOSO prior is a .safetensors file written by 'PixArt Save YOSO Prior'; got a {path.suffix or 'suffix-less'} file")
     try:
         with safetensors.safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
@@ -98,5 +98,5 @@ def load_prior(path) -> tuple[torch.Tensor, torch.Tensor, dict]:
     if mean is None or std is None or mean.ndim != 3 or std.numel() != 1:
         found = ", ".join(f"{k} {list(v.shape)}" for k, v in list(sd.items())[:4]) or "no tensors"
         raise PriorError(f"{path}: not a YOSO prior file; found {found}; expected 'mean' [C,H,W] and 'std' [1] "
-                         f"as written by 'Save YOSO Prior'")
+                         f"as written by 'PixArt Save YOSO Prior'")
     return mean.float(), std.float().reshape(()), meta

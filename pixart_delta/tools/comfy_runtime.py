@@ -11,16 +11,77 @@ import sys
 import uuid
 from pathlib import Path
 
-PACK_ROOT = Path(__file__).resolve().parent.parent
+from . import PACK_ROOT
+
+
+def is_comfyui(path: Path) -> bool:
+    return (path / "main.py").is_file() and (path / "comfy" / "model_management.py").is_file() \
+        and (path / "nodes.py").is_file()
+
+
+def pack_locations(pack_root: Path = PACK_ROOT) -> list[Path]:
+    """The pack folder under every name it is reached by: as imported, resolved, and, when the shell's working
+    directory ($PWD, which keeps symlinks) is inside the pack, the logical path through a symlinked pack folder."""
+    real = Path(pack_root).resolve()
+    found = [Path(os.path.abspath(pack_root)), real]
+    pwd = os.environ.get("PWD")
+    if pwd and Path(pwd).is_absolute():
+        for p in (Path(pwd), *Path(pwd).parents):
+            if p.resolve() == real:
+                found.append(p)
+                break
+    return list(dict.fromkeys(found))
+
+
+def host_comfyui(pack_root: Path = PACK_ROOT) -> Path | None:
+    """The ComfyUI this pack is installed in: <ComfyUI>/custom_nodes/<pack>, with the pack folder itself, or
+    any folder above it, possibly a symlink."""
+    for pack in pack_locations(pack_root):
+        if pack.parent.name == "custom_nodes" and is_comfyui(pack.parent.parent):
+            return pack.parent.parent
+    return None
+
+
+def comfyui_candidates(explicit: str | os.PathLike | None = None) -> list[tuple[str, Path | None]]:
+    """Where a ComfyUI checkout is looked for, in order: (what the place is, the path or None)."""
+    env = os.environ.get("COMFYUI_PATH")
+    return [("--comfyui", Path(explicit) if explicit else None),
+            ("$COMFYUI_PATH", Path(env) if env else None),
+            ("the ComfyUI this pack is installed in", host_comfyui()),
+            ("~/ComfyUI", Path.home() / "ComfyUI")]
 
 
 def find_comfyui(explicit: str | os.PathLike | None = None) -> Path | None:
-    """The ComfyUI checkout to use: `explicit`, else $COMFYUI_PATH, else ~/ComfyUI."""
-    candidates = [explicit, os.environ.get("COMFYUI_PATH"), Path.home() / "ComfyUI"]
-    for c in candidates:
-        if c and (Path(c) / "comfy" / "model_management.py").is_file() and (Path(c) / "nodes.py").is_file():
-            return Path(c).resolve()
+    """The ComfyUI checkout to use: `explicit` (--comfyui), else $COMFYUI_PATH, else the ComfyUI the pack is
+    installed in, else ~/ComfyUI. A --comfyui that is not a checkout is an error, never passed over."""
+    if explicit:
+        return Path(explicit).resolve() if is_comfyui(Path(explicit)) else None
+    for _what, path in comfyui_candidates(explicit):
+        if path is not None and is_comfyui(path):
+            return path.resolve()
     return None
+
+
+def comfyui_not_found(explicit: str | os.PathLike | None = None) -> str:
+    """The message for no ComfyUI found: every place looked at, and what was there."""
+    lines = []
+    for what, path in comfyui_candidates(explicit):
+        if path is None:
+            lines.append(f"  {what}: not set" if what.startswith(("--", "$")) else
+                         f"  {what}: the pack is at {', '.join(map(str, pack_locations()))}, not in the "
+                         f"custom_nodes folder of a ComfyUI checkout")
+        else:
+            state = "no such folder" if not path.exists() else "not a ComfyUI checkout (no main.py, nodes.py, comfy/)"
+            lines.append(f"  {what}: {path}: {state}")
+    return ("no ComfyUI checkout found. Looked at:\n" + "\n".join(lines) +
+            "\nPass --comfyui PATH, set COMFYUI_PATH, or install the pack in ComfyUI/custom_nodes.")
+
+
+def require_comfyui(explicit: str | os.PathLike | None = None, why: str = "") -> Path:
+    path = find_comfyui(explicit)
+    if path is None:
+        raise SystemExit(comfyui_not_found(explicit) + (f" ({why})" if why else ""))
+    return path
 
 
 class ExecutionFailed(RuntimeError):

@@ -1,6 +1,6 @@
 """Start a real ComfyUI server process on loopback with this pack loaded and every folder (models, custom_nodes,
 input, output, temp, user) under one temporary --base-directory, so nothing is written into the checkout.
-Used by the server integration tests and by docs/render_graphs.py."""
+Used by the server integration tests and by tools/render_graphs.py."""
 from __future__ import annotations
 
 import json
@@ -12,7 +12,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from .comfy_runtime import PACK_ROOT
+from . import PACK_ROOT
 
 FOLDERS = ("models", "custom_nodes", "input", "output", "temp", "user")
 # The frontend's first-run dialogs would cover the graph in screenshots.

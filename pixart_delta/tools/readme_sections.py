@@ -1,19 +1,16 @@
 """(maintainers) Prints the README's per-workflow quickstarts and node list, generated from the bundled workflows,
 their notes, the model manifest and the nodes' own descriptions:
 
-    python docs/readme_sections.py > /tmp/sections.md
+    python -m pixart_delta.tools.readme_sections > /tmp/sections.md
 """
 from __future__ import annotations
 
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from pixart_delta.__main__ import bundled_workflows, load_workflow  # noqa: E402
-from pixart_delta.comfy_runtime import InProcessComfy, find_comfyui  # noqa: E402
-from pixart_delta.downloads import files_for_graph, load_manifest  # noqa: E402
+from pixart_delta.tools.cli import bundled_workflows, load_workflow
+from pixart_delta.tools.comfy_runtime import PACK_ROOT as ROOT, InProcessComfy, require_comfyui
+from pixart_delta.tools.downloads import files_for_graph, load_manifest
 
 
 def first_sentence(text: str) -> str:
@@ -51,10 +48,10 @@ def quickstarts() -> str:
 
 
 def node_list() -> str:
-    comfy = InProcessComfy.get(find_comfyui())
+    comfy = InProcessComfy.get(require_comfyui())
     import nodes
-    from pixart_delta.nodes import _all_nodes
-    schemas = sorted((cls.GET_SCHEMA() for cls in _all_nodes()), key=lambda s: (s.category or "", s.node_id))
+    from pixart_delta.nodes import all_nodes
+    schemas = sorted((cls.GET_SCHEMA() for cls in all_nodes()), key=lambda s: (s.category or "", s.node_id))
     out = ["## Nodes", "", "| node | category | what it does |", "|---|---|---|"]
     for s in schemas:
         assert s.node_id in comfy.node_classes, f"{s.node_id} is not registered in ComfyUI"

@@ -1,8 +1,8 @@
 """(maintainers) Pictures of the bundled workflows' graphs for the README, drawn by ComfyUI's own frontend.
 
-    python docs/render_graphs.py [NAME ...]      -> docs/img/NAME.png
+    python -m pixart_delta.tools.render_graphs [NAME ...]      -> docs/img/NAME.png
 
-Starts a ComfyUI server on 127.0.0.1 with this pack (pixart_delta.comfy_server), opens its page in headless
+Starts a ComfyUI server on 127.0.0.1 with this pack (pixart_delta.tools.comfy_server), opens its page in headless
 Chromium (Debian's `chromium` package) through the DevTools protocol, loads each example_workflows/NAME.json
 with the frontend's own app.loadGraphData, fits the view and takes a screenshot. Talks only to 127.0.0.1.
 """
@@ -20,12 +20,9 @@ from pathlib import Path
 
 import aiohttp
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from pixart_delta.__main__ import bundled_workflows  # noqa: E402
-from pixart_delta.comfy_runtime import find_comfyui  # noqa: E402
-from pixart_delta.comfy_server import ComfyServer  # noqa: E402
+from pixart_delta.tools.cli import bundled_workflows
+from pixart_delta.tools.comfy_runtime import PACK_ROOT as ROOT, require_comfyui
+from pixart_delta.tools.comfy_server import ComfyServer
 
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -107,9 +104,7 @@ def main(argv: list[str]) -> int:
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
         raise SystemExit("needs Chromium (Debian: apt-get install chromium)")
-    comfy = find_comfyui()
-    if comfy is None:
-        raise SystemExit("no ComfyUI checkout found (COMFYUI_PATH or ~/ComfyUI)")
+    comfy = require_comfyui()
     out_dir = ROOT / "docs" / "img"
     out_dir.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="pixart_delta_render_"))

@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from .comfy_runtime import PACK_ROOT
+from . import PACK_ROOT
 
 MANIFEST = PACK_ROOT / "workflows" / "manifest" / "models.json"  # not workflows/*.json: ComfyUI lists those as templates
 WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".ckpt", ".sft", ".gguf")

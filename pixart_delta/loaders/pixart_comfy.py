@@ -14,8 +14,8 @@ import comfy.supported_models_base
 import comfy.utils
 
 from ..models.pixart import PixArt
-from .pixart_checkpoint import inspect_checkpoint
-from .pixart_controlnet_model import check_control_chain
+from .pixart import inspect_checkpoint
+from .pixart_controlnet_comfy import check_control_chain
 from .variants import Variant
 
 WEIGHT_DTYPES = {
