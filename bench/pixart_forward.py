@@ -19,6 +19,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from pixart_delta.tools.comfy_runtime import InProcessComfy, find_comfyui  # noqa: E402
 from pixart_delta.tiny import pixart as fx  # noqa: E402
+from pixart_delta.loaders.pixart_keys import original_to_diffusers  # noqa: E402
 from _timing import interleaved_times  # noqa: E402
 
 
@@ -35,7 +36,7 @@ def main():
     path = fx.write_original(tmp / "PixArt-XL-2-512x512.pth", sd)
 
     ref = PixArtTransformer2DModel.from_config(fx.diffusers_config(**kw, interpolation_scale=1)).eval()
-    ref.load_state_dict(fx.original_to_diffusers(sd))
+    ref.load_state_dict(original_to_diffusers(sd))
 
     # two contenders only, so each round's pair runs back to back and sees the same machine load
     comfy_path = find_comfyui()

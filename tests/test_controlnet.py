@@ -9,7 +9,8 @@ from diffusers.models.attention import BasicTransformerBlock
 
 from pixart_delta.tiny import pixart as fx
 from pixart_delta.tiny.io import save
-from pixart_delta.tiny.pixart_controlnet import random_controlnet_file, TINY_CN, controlnet_to_diffusers_adapter, tiny_controlnet_file
+from pixart_delta.tiny.pixart_controlnet import TINY_CN, random_controlnet_file, tiny_controlnet_file
+from pixart_delta.loaders.pixart_keys import original_controlnet_to_diffusers_adapter
 from pixart_delta.loaders.files import CheckpointError
 from pixart_delta.loaders.pixart import inspect_checkpoint
 from pixart_delta.loaders.pixart_controlnet import check_fit, read_controlnet
@@ -49,7 +50,7 @@ def tiny():
 
 def test_original_and_diffusers_adapter_layouts_give_the_same_prediction(tmp_path, tiny):
     sd, base, cn, branch = tiny
-    adapter = controlnet_to_diffusers_adapter(sd)
+    adapter = original_controlnet_to_diffusers_adapter(sd)
     assert all(k.startswith("controlnet_blocks.") for k in adapter) and not any("base_model" in k for k in adapter)
     path = save(tmp_path / "pixart-1024-controlnet-adapter.safetensors", adapter)
     cn2 = read_controlnet(path)
@@ -70,7 +71,7 @@ def test_adapter_layout_is_diffusers_basic_transformer_block(tiny):
     """The adapter keys load strictly into diffusers' own BasicTransformerBlock (ada_norm_single), and that block
     computes what our copied block computes (independent check of the qkv / kv splits)."""
     sd, base, cn, branch = tiny
-    adapter = controlnet_to_diffusers_adapter(sd)
+    adapter = original_controlnet_to_diffusers_adapter(sd)
     ref = BasicTransformerBlock(144, 2, 72, cross_attention_dim=144, activation_fn="gelu-approximate",
                                 num_embeds_ada_norm=1000, attention_bias=True, norm_type="ada_norm_single",
                                 norm_elementwise_affine=False, norm_eps=1e-6)

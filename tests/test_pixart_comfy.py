@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from pixart_delta.tiny import pixart as fx
+from pixart_delta.loaders.pixart_keys import original_to_diffusers
 
 pytestmark = pytest.mark.comfyui
 
@@ -34,7 +35,7 @@ def test_model_noise_prediction_matches_diffusers(comfy, unet_dir):
     sd = fx.random_original(seed=21, **kw)
     patcher = load(fx.write_original(unet_dir / "PixArt-XL-2-1024-MS.pth", sd), weight_dtype="fp32")
     ref = PixArtTransformer2DModel.from_config(fx.diffusers_config(**kw, interpolation_scale=2))
-    ref.load_state_dict(fx.original_to_diffusers(sd))
+    ref.load_state_dict(original_to_diffusers(sd))
     model = patcher.model
     g = torch.Generator().manual_seed(0)
     x = torch.randn(2, 4, 96, 168, generator=g)            # 768 x 1344 px bucket

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from pixart_delta.tiny import pixart as fx
+from pixart_delta.loaders.pixart_keys import original_to_diffusers
 from pixart_delta.tiny.pixart_controlnet import controlnet_shapes, random_controlnet_file
 from pixart_delta.loaders.pixart import inspect_checkpoint
 
@@ -104,7 +105,7 @@ def test_alpha_256_diffusers_config_scale_wins(tmp_path):
 def test_override_and_ambiguous_single_file(tmp_path):
     """A renamed diffusers 512 file without config: α-512 assumed with a warning; the override decides."""
     kw = dict(**fx.TINY, micro=False, native_px=512)
-    path = fx.save(tmp_path / "my_pixart_512.safetensors", fx.original_to_diffusers(fx.random_original(**kw)))
+    path = fx.save(tmp_path / "my_pixart_512.safetensors", original_to_diffusers(fx.random_original(**kw)))
     ckpt = inspect_checkpoint(path)
     assert ckpt.variant.name == "alpha_512" and ckpt.warnings
     forced = inspect_checkpoint(path, variant="sigma_512")
@@ -113,8 +114,8 @@ def test_override_and_ambiguous_single_file(tmp_path):
 
 def test_name_hints_in_renamed_files(tmp_path):
     kw = dict(**fx.TINY, micro=False, native_px=1024)
-    path = fx.save(tmp_path / "pixart_sigma_1024.safetensors", fx.original_to_diffusers(fx.random_original(**kw)))
+    path = fx.save(tmp_path / "pixart_sigma_1024.safetensors", original_to_diffusers(fx.random_original(**kw)))
     assert inspect_checkpoint(path).variant.name == "sigma_1024"
     kw = dict(**fx.TINY, micro=False, native_px=512)
-    path = fx.save(tmp_path / "yoso_pixart512.safetensors", fx.original_to_diffusers(fx.random_original(**kw)))
+    path = fx.save(tmp_path / "yoso_pixart512.safetensors", original_to_diffusers(fx.random_original(**kw)))
     assert inspect_checkpoint(path).variant.prediction == "v"

@@ -8,6 +8,7 @@ import torch
 from diffusers import PixArtTransformer2DModel
 
 from pixart_delta.tiny import pixart as fx
+from pixart_delta.loaders.pixart_keys import original_to_diffusers
 from pixart_delta.loaders.pixart import inspect_checkpoint
 from pixart_delta.models.pixart import PixArt
 
@@ -32,7 +33,7 @@ def build(tmp_path, name):
     ours.load_state_dict(ckpt.state_dict, strict=True)
     cfg = fx.diffusers_config(interpolation_scale=interp, **fx.TINY, **kw)
     ref = PixArtTransformer2DModel.from_config(cfg)
-    ref.load_state_dict(fx.original_to_diffusers(sd), strict=True)
+    ref.load_state_dict(original_to_diffusers(sd), strict=True)
     return ckpt, ours.eval(), ref.eval(), kw, bucket
 
 

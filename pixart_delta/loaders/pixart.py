@@ -1,79 +1,21 @@
-"""PixArt checkpoints: layout detection, diffusers -> original key conversion, variant detection.
+"""PixArt checkpoints: layout detection, conversion to original key names, variant detection.
 
-Pure torch (no ComfyUI) so it is testable anywhere; `pixart_model.py` turns the result into a MODEL.
+No ComfyUI; pixart_comfy.py turns the result into a MODEL. The key names of both layouts: pixart_keys.py.
 """
 from __future__ import annotations
 
 import json
 import logging
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
-
 from .files import CheckpointError, load_state_dict, unwrap
+from .pixart_keys import count_blocks, diffusers_to_original
 from .variants import NAME_HINTS, VARIANTS, Variant
 
 HEAD_DIM = 72  # every published PixArt: 16 heads x 72 at hidden 1152
 
-# diffusers name -> original name, per transformer block (diffusers' own conversion scripts, reversed)
-_BLOCK_MAP = {
-    "scale_shift_table": "scale_shift_table",
-    "attn1.to_out.0": "attn.proj",
-    "attn2.to_q": "cross_attn.q_linear",
-    "attn2.to_out.0": "cross_attn.proj",
-    "ff.net.0.proj": "mlp.fc1",
-    "ff.net.2": "mlp.fc2",
-}
-_TOP_MAP = {
-    "pos_embed.proj": "x_embedder.proj",
-    "caption_projection.linear_1": "y_embedder.y_proj.fc1",
-    "caption_projection.linear_2": "y_embedder.y_proj.fc2",
-    "adaln_single.emb.timestep_embedder.linear_1": "t_embedder.mlp.0",
-    "adaln_single.emb.timestep_embedder.linear_2": "t_embedder.mlp.2",
-    "adaln_single.emb.resolution_embedder.linear_1": "csize_embedder.mlp.0",
-    "adaln_single.emb.resolution_embedder.linear_2": "csize_embedder.mlp.2",
-    "adaln_single.emb.aspect_ratio_embedder.linear_1": "ar_embedder.mlp.0",
-    "adaln_single.emb.aspect_ratio_embedder.linear_2": "ar_embedder.mlp.2",
-    "adaln_single.linear": "t_block.1",
-    "proj_out": "final_layer.linear",
-    "scale_shift_table": "final_layer.scale_shift_table",
-}
 _STRIP_PREFIXES = ("model.diffusion_model.", "diffusion_model.", "module.")
-
-
-def diffusers_block_to_original(sd: dict, src: str, dst: str, out: dict) -> None:
-    """One transformer block in diffusers names (prefix `src`) -> original names (prefix `dst`)."""
-    for suffix in ("weight", "bias"):
-        qkv = [sd.get(f"{src}attn1.to_{n}.{suffix}") for n in "qkv"]
-        if all(t is not None for t in qkv):
-            out[f"{dst}attn.qkv.{suffix}"] = torch.cat(qkv, 0)
-        kv = [sd.get(f"{src}attn2.to_{n}.{suffix}") for n in "kv"]
-        if all(t is not None for t in kv):
-            out[f"{dst}cross_attn.kv_linear.{suffix}"] = torch.cat(kv, 0)
-    for d, o in _BLOCK_MAP.items():
-        for suffix in ("", ".weight", ".bias"):
-            if f"{src}{d}{suffix}" in sd:
-                out[f"{dst}{o}{suffix}"] = sd[f"{src}{d}{suffix}"]
-
-
-def diffusers_to_original(sd: dict) -> dict:
-    out = {}
-    depth = count_blocks(sd, "transformer_blocks.")
-    for i in range(depth):
-        diffusers_block_to_original(sd, f"transformer_blocks.{i}.", f"blocks.{i}.", out)
-    for d, o in _TOP_MAP.items():
-        for suffix in ("", ".weight", ".bias"):
-            if f"{d}{suffix}" in sd and not (d == "scale_shift_table" and suffix):
-                out[f"{o}{suffix}"] = sd[f"{d}{suffix}"]
-    return out
-
-
-def count_blocks(sd: dict, prefix: str) -> int:
-    pat = re.compile(re.escape(prefix) + r"(\d+)\.")
-    ids = {int(m.group(1)) for k in sd for m in [pat.match(k)] if m}
-    return max(ids) + 1 if ids else 0
 
 
 @dataclass

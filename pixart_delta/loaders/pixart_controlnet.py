@@ -18,8 +18,8 @@ from pathlib import Path
 import torch
 
 from .files import SAFETENSORS_EXT, CheckpointError, load_state_dict, read_safetensors_header, unwrap
-from .pixart import (HEAD_DIM, _px_from_name, count_blocks, describe_keys,
-                                diffusers_block_to_original)
+from .pixart import HEAD_DIM, _px_from_name, describe_keys
+from .pixart_keys import count_blocks, diffusers_adapter_to_original
 from .variants import VARIANTS, Variant
 
 BLOCK_KEYS = (
@@ -66,19 +66,6 @@ def _foreign_hint(sd: dict) -> str:
     if "double_blocks." in keys or "joint_blocks." in keys or "input_blocks." in keys:
         return "a diffusion model, not a ControlNet"
     return "not a PixArt-δ ControlNet"
-
-
-def diffusers_adapter_to_original(sd: dict) -> dict:
-    """`controlnet_blocks.{i}.*` (diffusers PixArtControlNetAdapterModel) -> `controlnet.{i}.*`."""
-    out: dict = {}
-    for i in range(count_blocks(sd, "controlnet_blocks.")):
-        src = f"controlnet_blocks.{i}."
-        diffusers_block_to_original(sd, src + "transformer_block.", f"controlnet.{i}.copied_block.", out)
-        for proj in ("before_proj", "after_proj"):
-            for suffix in ("weight", "bias"):
-                if f"{src}{proj}.{suffix}" in sd:
-                    out[f"controlnet.{i}.{proj}.{suffix}"] = sd[f"{src}{proj}.{suffix}"]
-    return out
 
 
 def _check_complete(path: Path, sd: dict, copies: int, hidden: int) -> None:
