@@ -1,6 +1,6 @@
 """PixArt-δ ControlNet at FULL size (hidden 1152, depth 28, 13 copies, the real 668 / 660 key layouts, random
 weights, 8x12 latent) against a reference written here in plain torch straight from the published formula
-(shared/reference/pixart.md §4-5). Nothing is shared with the pack on the reference side.
+(docs/facts/pixart.md §4-5). Nothing is shared with the pack on the reference side.
 
 Heavy (0.9 B random parameters, generated once, models built on them without copies).
 """

@@ -1,6 +1,6 @@
 """Few-step nodes through ComfyUI's own sampling path (SamplerCustom -> CFGGuider -> KSAMPLER) with a
 deterministic stand-in denoiser inside a PixArt MODEL, against diffusers' LCMScheduler loop and the published
-one-step formulas (shared/reference/pixart.md §6); bad inputs."""
+one-step formulas (docs/facts/pixart.md §6); bad inputs."""
 import pytest
 import torch
 from diffusers import LCMScheduler

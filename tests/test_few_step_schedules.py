@@ -1,5 +1,5 @@
 """Few-step timesteps against diffusers' LCMScheduler, PixArt-δ's published schedule and hand values
-(shared/reference/pixart.md §6). No ComfyUI."""
+(docs/facts/pixart.md §6). No ComfyUI."""
 import numpy as np
 import pytest
 import torch

@@ -1,4 +1,4 @@
-"""Every row of the variant table (shared/reference/pixart.md §1), in each layout it ships in, is recognised
+"""Every row of the variant table (docs/facts/pixart.md §1), in each layout it ships in, is recognised
 and gets the table's latent format, PE interpolation, prediction type and token count."""
 import pytest
 import torch

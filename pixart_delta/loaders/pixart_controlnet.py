@@ -1,5 +1,5 @@
 """PixArt-δ ControlNet files: layout detection, diffusers adapter -> original names, and whether a ControlNet
-fits a given PixArt base (shared/reference/pixart.md §5). Pure torch, no ComfyUI.
+fits a given PixArt base (docs/facts/pixart.md §5). Pure torch, no ComfyUI.
 
 Layouts read:
 - original full model (PixArt-XL-2-{512,1024}-ControlNet.pth, with or without the `state_dict` wrapper):

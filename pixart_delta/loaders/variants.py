@@ -1,4 +1,4 @@
-"""The published PixArt variants and what each needs at sampling time (shared/reference/pixart.md §1)."""
+"""The published PixArt variants and what each needs at sampling time (docs/facts/pixart.md §1)."""
 from __future__ import annotations
 
 from dataclasses import dataclass

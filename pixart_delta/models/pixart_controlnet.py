@@ -1,5 +1,5 @@
 """The PixArt-δ ControlNet-Transformer branch: 13 copies of the first base blocks with zero-initialised
-projections (shared/reference/pixart.md §5). Parameter names are those of the original files without
+projections (docs/facts/pixart.md §5). Parameter names are those of the original files without
 their `controlnet.` prefix handled by the loader: `controlnet.{i}.copied_block.*`,
 `controlnet.0.before_proj.*`, `controlnet.{i}.after_proj.*`.
 

@@ -1,6 +1,6 @@
 """HED edge maps in batched torch (no OpenCV, torchvision or scikit-image at run time).
 
-The ControlNet 1.1 algorithm (shared/reference/hed-tinyvae-sdxs.md §1): the network sees RGB 0..255; its five
+The ControlNet 1.1 algorithm (docs/facts/hed-tinyvae-sdxs.md §1): the network sees RGB 0..255; its five
 side outputs are resized bilinearly (half-pixel centres, = OpenCV INTER_LINEAR) to the output size, averaged,
 passed through a sigmoid; optional "safe" step floor(3x)/2; x255 and truncation to 8-bit levels. Optional
 "scribble": NMS with four 3x3 line kernels after a Gaussian blur (sigma 3), keep > 127, blur again, > 4.

@@ -1,4 +1,4 @@
-"""YOSO informative prior initialisation (IPI), shared/reference/pixart.md §6.
+"""YOSO informative prior initialisation (IPI), docs/facts/pixart.md §6.
 
 init = mean over the reference batch (per element) + std of all reference elements (one scalar) * N(0, I).
 Computed on ComfyUI LATENTs (unscaled VAE latents): mean and std commute with any affine latent format, so

@@ -1,4 +1,4 @@
-"""Few-step timestep schedules for PixArt-LCM, PixArt-DMD and YOSO-PixArt (shared/reference/pixart.md §6).
+"""Few-step timestep schedules for PixArt-LCM, PixArt-DMD and YOSO-PixArt (docs/facts/pixart.md §6).
 
 Pure Python/torch: the nodes turn these timesteps into SIGMAS with the MODEL's own model_sampling.
 """
