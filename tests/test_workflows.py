@@ -20,6 +20,26 @@ pytestmark = pytest.mark.comfyui
 UI_DIR = PACK_ROOT / "example_workflows"
 
 
+# What each bundled workflow saves on the tiny models: {filename_prefix: (width, height)}. Generated images are
+# capped at TINY_MAX_SIZE (256); edge maps keep the size of the input picture that --tiny writes (512 x 384).
+INPUT_SIZE = (512, 384)
+EXPECTED_IMAGES = {
+    "hed_edges": {"hed_edges": INPUT_SIZE, "hed_safe": INPUT_SIZE, "hed_scribble": INPUT_SIZE},
+    "pixart_controlnet_hed": {"pixart_controlnet_hed": (256, 256), "pixart_controlnet_hed_edges": INPUT_SIZE},
+    "pixart_controlnet_lcm": {"pixart_controlnet_lcm": (256, 256)},
+    "pixart_dmd_1step": {"pixart_dmd_1step": (256, 256)},
+    "pixart_lcm_4step": {"pixart_lcm_4step": (256, 256)},
+    "pixart_sigma_t2i": {"pixart_sigma_t2i": (256, 256)},
+    "pixart_tinyvae_decode": {"pixart_tinyvae_decode": (256, 256)},
+    "sdxs_1step_tinyvae": {"sdxs_1step_tinyvae": (256, 256)},
+    "yoso_pixart_1step_ipi": {"yoso_pixart_1step_ipi": (256, 256)},
+}
+
+
+def test_every_bundled_workflow_has_expected_images():
+    assert sorted(EXPECTED_IMAGES) == bundled_workflows()
+
+
 def saved_images(outputs: dict, out_dir: Path) -> list[Path]:
     return [out_dir / img.get("subfolder", "") / img["filename"]
             for ui in outputs.values() for img in ui.get("images", []) if img.get("type") == "output"]
@@ -32,10 +52,15 @@ def test_bundled_workflow_runs_on_tiny_models(comfy, comfy_dirs, name):
     write_for_workflow(graph, comfy_dirs["models"])
     write_missing_inputs(graph, comfy_dirs["input"])
     images = saved_images(comfy.run(graph), comfy_dirs["output"])
-    assert images, f"{name} saved no image"
+    expected = EXPECTED_IMAGES[name]
+    got = {}
     for p in images:
+        prefix = p.name.rsplit("_", 2)[0]
         with Image.open(p) as im:
-            assert im.size[0] > 0 and im.getbbox() is not None or im.getextrema()
+            channels = im.convert("RGB").getextrema()
+            got[prefix] = im.size
+            assert any(hi > lo for lo, hi in channels), f"{name}: {p.name} is one flat colour {channels}"
+    assert got == expected, f"{name}: saved {got}, expected {expected}"
 
 
 @pytest.mark.parametrize("width,height", [(256, 256), (192, 320)])
