@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import logging
 
-import torch
-
 import comfy.latent_formats
 import comfy.model_base
 import comfy.model_management as mm
@@ -14,14 +12,10 @@ import comfy.supported_models_base
 import comfy.utils
 
 from ..models.pixart import PixArt
+from .dtypes import PIXART_WEIGHT_DTYPES, chosen_dtype
 from .pixart import inspect_checkpoint
 from .pixart_controlnet_comfy import check_control_chain
 from .variants import Variant
-
-WEIGHT_DTYPES = {
-    "default": None, "fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16,
-    "fp8_e4m3fn": torch.float8_e4m3fn, "fp8_e5m2": torch.float8_e5m2,
-}
 
 
 class PixArtDeltaModel(comfy.model_base.PixArt):
@@ -63,7 +57,7 @@ def load_pixart_model(path, variant: str = "auto", weight_dtype: str = "default"
     load_device = mm.get_torch_device()
     offload_device = mm.unet_offload_device()
     config = PixArtDeltaConfig(ckpt.unet_config, ckpt.variant)
-    dtype = WEIGHT_DTYPES[weight_dtype]
+    dtype = chosen_dtype(weight_dtype, PIXART_WEIGHT_DTYPES)
     if dtype is None:
         dtype = mm.unet_dtype(model_params=comfy.utils.calculate_parameters(sd),
                               supported_dtypes=config.supported_inference_dtypes,

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import logging
 
-import torch
-
 import comfy.controlnet
 import comfy.latent_formats
 import comfy.model_management as mm
@@ -21,10 +19,9 @@ import comfy.utils
 
 from ..models.pixart import PixArt
 from ..models.pixart_controlnet import CONTROL_KEY, PixArtControlNetBranch, PixArtControlRun
+from .dtypes import CONTROLNET_WEIGHT_DTYPES, chosen_dtype
 from .files import CheckpointError
 from .pixart_controlnet import ControlNetFile, check_fit, log_warnings, read_controlnet
-
-WEIGHT_DTYPES = {"default": None, "fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 class PixArtControlNet(comfy.controlnet.ControlNet):
@@ -141,7 +138,7 @@ def load_pixart_controlnet(path, weight_dtype: str = "default", sd: dict | None 
     log_warnings(info, info.warnings)
     load_device = mm.get_torch_device()
     offload_device = mm.unet_offload_device()
-    dtype = WEIGHT_DTYPES[weight_dtype]
+    dtype = chosen_dtype(weight_dtype, CONTROLNET_WEIGHT_DTYPES)
     if dtype is None:
         dtype = mm.unet_dtype(model_params=comfy.utils.calculate_parameters(info.state_dict),
                               weight_dtype=comfy.utils.weight_dtype(info.state_dict))

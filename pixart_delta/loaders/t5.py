@@ -24,8 +24,6 @@ from .files import PICKLE_EXT, SAFETENSORS_EXT, CheckpointError, load_state_dict
 log = logging.getLogger(__name__)
 
 INDEX_NAMES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
-WEIGHT_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16,
-                 "fp8_e4m3fn": torch.float8_e4m3fn}
 _ST_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
               "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2, "I64": torch.int64,
               "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8, "BOOL": torch.bool}

@@ -9,8 +9,9 @@ from typing import Callable
 
 import torch
 
+from .dtypes import T5_WEIGHT_DTYPES, chosen_dtype
 from .files import CheckpointError
-from .t5 import INDEX_NAMES, WEIGHT_DTYPES, iter_pieces, resolve_t5_source, t5_config, tensor_meta
+from .t5 import INDEX_NAMES, iter_pieces, resolve_t5_source, t5_config, tensor_meta
 from .t5_prompt import max_tokens_for, prompt_token_ids
 
 log = logging.getLogger(__name__)
@@ -49,10 +50,9 @@ def _tokenizer_classes():
 
 def storage_dtype(weight_dtype: str, file_dtype: torch.dtype, load_device) -> torch.dtype:
     """`default`: fp8/fp16/bf16 files stay as stored; fp32 files get ComfyUI's text-encoder dtype."""
-    if weight_dtype in WEIGHT_DTYPES:
-        return WEIGHT_DTYPES[weight_dtype]
-    if weight_dtype != "default":
-        raise ValueError(f"weight_dtype {weight_dtype!r}: expected default or one of {', '.join(WEIGHT_DTYPES)}")
+    dtype = chosen_dtype(weight_dtype, T5_WEIGHT_DTYPES)
+    if dtype is not None:
+        return dtype
     if file_dtype in (torch.float16, torch.bfloat16, torch.float8_e4m3fn, torch.float8_e5m2):
         return file_dtype
     import comfy.model_management as mm

@@ -7,9 +7,9 @@ import comfy.utils
 import comfy.latent_formats
 from comfy_api.latest import io
 
+from ..loaders.dtypes import CONTROLNET_WEIGHT_DTYPES
 from ..loaders.files import CheckpointError
-from ..loaders.pixart_controlnet_comfy import (WEIGHT_DTYPES, PixArtControlNet, check_model,
-                                               load_pixart_controlnet)
+from ..loaders.pixart_controlnet_comfy import PixArtControlNet, check_model, load_pixart_controlnet
 from ..preprocessors.controlnet_hint import HintError, fit_hint, hint_batch
 
 
@@ -33,7 +33,7 @@ class PixArtControlNetLoader(io.ComfyNode):
                                tooltip="The PixArt MODEL to control. Checked here (hidden size, depth, 512 vs 1024 "
                                        "base) and passed through. Leave it empty to get the ControlNet file's own "
                                        "base model as the MODEL output (the reference setup; full files only)."),
-                io.Combo.Input("weight_dtype", options=list(WEIGHT_DTYPES), default="default",
+                io.Combo.Input("weight_dtype", options=list(CONTROLNET_WEIGHT_DTYPES), default="default",
                                tooltip="Storage dtype of the ControlNet weights; default lets ComfyUI choose."),
             ],
             outputs=[io.Model.Output(display_name="model"), io.ControlNet.Output(display_name="control_net")],

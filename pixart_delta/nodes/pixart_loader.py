@@ -4,7 +4,8 @@ from __future__ import annotations
 import folder_paths
 from comfy_api.latest import io
 
-from ..loaders.pixart_comfy import WEIGHT_DTYPES, load_pixart_model
+from ..loaders.dtypes import PIXART_WEIGHT_DTYPES
+from ..loaders.pixart_comfy import load_pixart_model
 from ..loaders.variants import VARIANTS
 
 
@@ -25,7 +26,7 @@ class PixArtCheckpointLoader(io.ComfyNode):
                 io.Combo.Input("variant", options=["auto", *VARIANTS], default="auto",
                                tooltip="auto detects the variant from the weights, config.json and file name. "
                                        "Set it when detection cannot tell (a diffusers α-512 and Σ-512 look alike)."),
-                io.Combo.Input("weight_dtype", options=list(WEIGHT_DTYPES), default="default",
+                io.Combo.Input("weight_dtype", options=list(PIXART_WEIGHT_DTYPES), default="default",
                                tooltip="Storage dtype of the weights; default lets ComfyUI choose for your device. "
                                        "fp8 halves memory again, computing in fp16/bf16/fp32."),
             ],

@@ -5,7 +5,7 @@ import comfy.utils
 import folder_paths
 from comfy_api.latest import io
 
-from ..loaders.t5 import WEIGHT_DTYPES
+from ..loaders.dtypes import T5_WEIGHT_DTYPES
 from ..loaders.t5_comfy import load_t5_clip, resolve_choice, t5_choices
 from ..loaders.t5_prompt import FAMILY_TOKENS
 
@@ -30,7 +30,7 @@ class PixArtT5Loader(io.ComfyNode):
                                        "sigma: PixArt-Σ (300 tokens)."),
                 io.Int.Input("max_tokens", default=0, min=0, max=4096,
                              tooltip="Token limit including the end token; 0 takes it from the family (120 / 300)."),
-                io.Combo.Input("weight_dtype", options=["default", *WEIGHT_DTYPES], default="default",
+                io.Combo.Input("weight_dtype", options=list(T5_WEIGHT_DTYPES), default="default",
                                tooltip="Storage dtype. default keeps fp16/bf16/fp8 files as they are and stores fp32 "
                                        "files in ComfyUI's text-encoder dtype. The computation runs in fp32 whatever "
                                        "the storage (fp8 weights are cast up)."),
