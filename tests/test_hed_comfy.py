@@ -3,6 +3,7 @@ cached between runs and managed by ComfyUI, the preprocessor pack's file locatio
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -63,13 +64,20 @@ def test_model_is_cached_and_managed_by_comfy(comfy, hed_ready):
     hed_loader = sys.modules[comfy.node_classes["PixArtHEDEdgeDetector"].__module__.replace(".nodes.hed", ".loaders.hed_comfy")]
     hed_ready = {k: hed_ready[k] for k in ("1", "2", "5")}
     comfy.run(hed_ready)
-    (patcher,) = hed_loader._CACHE.values()
+    (patcher,) = hed_loader.PATCHERS.values()
     assert any(m.model is patcher for m in mm.current_loaded_models)
     mm.unload_all_models()
     assert not any(m.model is patcher for m in mm.current_loaded_models)
     comfy.run(hed_ready)
-    assert list(hed_loader._CACHE.values()) == [patcher]          # not read from disk again
+    assert hed_loader.PATCHERS.values() == [patcher]          # not read from disk again
     assert any(m.model is patcher for m in mm.current_loaded_models)
+    path = hed_loader.resolve_hed_file(hed_ready["2"]["inputs"]["model_name"])
+    st = path.stat()
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1))     # the file changed on disk: read again
+    comfy.run(hed_ready)
+    (reread,) = hed_loader.PATCHERS.values()
+    assert reread is not patcher
+    assert any(m.model is reread for m in mm.current_loaded_models)
 
 
 def test_found_where_the_preprocessor_pack_keeps_it(comfy, comfy_dirs, tmp_path, monkeypatch):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from .file_cache import FileCache
 from .files import CheckpointError
 from .hed import HED_FILE, load_hed
 
@@ -50,7 +51,7 @@ def resolve_hed_file(name: str) -> Path:
                           f"{folder_paths.get_folder_paths(FOLDER)} or custom_nodes/{'/'.join(AUX_SUBPATH)}")
 
 
-_CACHE: dict = {}
+PATCHERS = FileCache(max_entries=1)
 
 
 def load_hed_patcher(path: str | os.PathLike):
@@ -60,11 +61,9 @@ def load_hed_patcher(path: str | os.PathLike):
     import comfy.model_patcher
     import comfy.ops
     path = Path(path)
-    st = path.stat()
-    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
-    if key not in _CACHE:
+
+    def build():
         model = load_hed(path, ops=comfy.ops.disable_weight_init)
-        _CACHE.clear()
-        _CACHE[key] = comfy.model_patcher.ModelPatcher(model, load_device=mm.get_torch_device(),
-                                                       offload_device=mm.unet_offload_device())
-    return _CACHE[key]
+        return comfy.model_patcher.ModelPatcher(model, load_device=mm.get_torch_device(),
+                                                offload_device=mm.unet_offload_device())
+    return PATCHERS.get(path, (), build)

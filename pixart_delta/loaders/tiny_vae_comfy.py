@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from .file_cache import FileCache
 from .files import CheckpointError
 from .tiny_vae import AUTO, LATENT_SPACES, auto_latent_space, comfy_state_dict, read_tiny_vae
 FOLDERS = ("vae_approx", "vae")
@@ -69,23 +70,19 @@ def _tiny_vae_class():
     return TinyVAE
 
 
-_CACHE: dict = {}
+VAES = FileCache(max_entries=4)
 
 
 def load_tiny_vae(path: str | os.PathLike, latent_space: str = AUTO, display_name: str | None = None):
-    """A comfy.sd.VAE for a tiny VAE file, cached per (file, size, mtime, latent space)."""
+    """A comfy.sd.VAE for a tiny VAE file, cached per (file, size, mtime, latent space, display name)."""
     path = Path(path)
-    st = path.stat()
-    key = (str(path.resolve()), st.st_size, st.st_mtime_ns, latent_space, display_name)
-    if key not in _CACHE:
+
+    def build():
         tiny = read_tiny_vae(path)
         space = latent_space
         if space == AUTO:
             space = auto_latent_space(display_name or str(path), tiny.latent_channels)
         elif space not in LATENT_SPACES:
             raise CheckpointError(f"{path}: unknown latent space {space!r}; expected auto or one of {list(LATENT_SPACES)}")
-        vae = _tiny_vae_class()(comfy_state_dict(tiny, space), tiny.encoder is not None, str(path), space)
-        if len(_CACHE) >= 4:
-            _CACHE.pop(next(iter(_CACHE)))
-        _CACHE[key] = vae
-    return _CACHE[key]
+        return _tiny_vae_class()(comfy_state_dict(tiny, space), tiny.encoder is not None, str(path), space)
+    return VAES.get(path, (latent_space, display_name), build)
