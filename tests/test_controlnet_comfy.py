@@ -7,6 +7,7 @@ import torch
 
 from pixart_delta.tiny import pixart as fx
 from pixart_delta.tiny.pixart_controlnet import TINY_CN, tiny_controlnet_file
+from reference import rel_norm
 
 pytestmark = pytest.mark.comfyui
 H = W = 8          # latent size
@@ -78,10 +79,6 @@ def hint_latent(vae, img):
     return vae.encode(img) * 0.18215
 
 
-def rel(a, b):
-    return ((a - b).norm() / b.norm()).item()
-
-
 def core_apply(pos, neg, cn, img, vae, strength=1.0, start=0.0, end=1.0):
     import nodes
     return nodes.ControlNetApplyAdvanced().apply_controlnet(pos, neg, cn, img, strength, start, end, vae=vae)
@@ -100,16 +97,16 @@ def test_core_and_our_apply_equal_the_network_with_the_branch(setup):
     run = PixArtControlRun(cn.control_model, hint_latent(vae, img))
     want = expected(model, pos[0][0], x, 500, [run])
     plain = expected(model, pos[0][0], x, 500)
-    assert rel(want, plain) > 1e-2
+    assert rel_norm(want, plain) > 1e-2
     core = denoised(model, *core_apply(pos, neg, cn, img, vae), x, 500)
     ours = denoised(model, *our_apply(pos, neg, cn, img, vae, x), x, 500)
-    assert rel(core, want) < 1e-5
-    assert rel(ours, want) < 1e-5
-    assert rel(denoised(model, pos, neg, x, 500), plain) < 1e-5
+    assert rel_norm(core, want) < 1e-5
+    assert rel_norm(ours, want) < 1e-5
+    assert rel_norm(denoised(model, pos, neg, x, 500), plain) < 1e-5
     # with CFG the hint goes to both halves: cfg 4.5 = uncond + 4.5 (cond - uncond), both controlled
     want_u = expected(model, neg[0][0], x, 500, [run])
     cfg = denoised(model, *our_apply(pos, neg, cn, img, vae, x), x, 500, cfg=4.5)
-    assert rel(cfg, want_u + 4.5 * (want - want_u)) < 1e-4
+    assert rel_norm(cfg, want_u + 4.5 * (want - want_u)) < 1e-4
 
 
 def test_strength_and_percent_range(setup):
@@ -123,15 +120,15 @@ def test_strength_and_percent_range(setup):
     assert torch.equal(denoised(model, *core_apply(pos, neg, cn, img, vae, strength=0.0), x, 900), plain[900])
     assert torch.equal(denoised(model, *our_apply(pos, neg, cn, img, vae, x, strength=0.0), x, 900), plain[900])
     half = denoised(model, *our_apply(pos, neg, cn, img, vae, x, strength=0.5), x, 900)
-    assert rel(half, expected(model, pos[0][0], x, 900, [PixArtControlRun(cn.control_model, hint, 0.5)])) < 1e-5
+    assert rel_norm(half, expected(model, pos[0][0], x, 900, [PixArtControlRun(cn.control_model, hint, 0.5)])) < 1e-5
     # control only in the second half of sampling: t=900 (progress ~10%) is untouched, t=100 (~90%) controlled
     for apply in (lambda: our_apply(pos, neg, cn, img, vae, x, 1.0, 0.5, 1.0),
                   lambda: core_apply(pos, neg, cn, img, vae, 1.0, 0.5, 1.0)):
         p, n = apply()
         assert torch.equal(denoised(model, p, n, x, 900), plain[900])
         got = denoised(model, p, n, x, 100)
-        assert rel(got, expected(model, pos[0][0], x, 100, [PixArtControlRun(cn.control_model, hint)])) < 1e-5
-        assert rel(got, plain[100]) > 1e-3
+        assert rel_norm(got, expected(model, pos[0][0], x, 100, [PixArtControlRun(cn.control_model, hint)])) < 1e-5
+        assert rel_norm(got, plain[100]) > 1e-3
 
 
 def test_chained_controlnets_add_up(setup):
@@ -143,7 +140,7 @@ def test_chained_controlnets_add_up(setup):
     p, n = core_apply(p, n, cn, b, vae, 0.4)
     runs = [PixArtControlRun(cn.control_model, hint_latent(vae, a), 0.7),
             PixArtControlRun(cn.control_model, hint_latent(vae, b), 0.4)]
-    assert rel(denoised(model, p, n, x, 300), expected(model, pos[0][0], x, 300, runs)) < 1e-5
+    assert rel_norm(denoised(model, p, n, x, 300), expected(model, pos[0][0], x, 300, runs)) < 1e-5
 
 
 def test_one_hint_per_latent_or_one_for_all(setup):
@@ -154,10 +151,10 @@ def test_one_hint_per_latent_or_one_for_all(setup):
     got = denoised(model, *our_apply(pos, neg, cn, imgs, vae, x), x, 400)
     for i in range(2):
         run = PixArtControlRun(cn.control_model, hint_latent(vae, imgs[i:i + 1]))
-        assert rel(got[i:i + 1], expected(model, pos[0][0], x[i:i + 1], 400, [run])) < 1e-5
+        assert rel_norm(got[i:i + 1], expected(model, pos[0][0], x[i:i + 1], 400, [run])) < 1e-5
     single = denoised(model, *our_apply(pos, neg, cn, imgs[:1], vae, x), x, 400)
     run = PixArtControlRun(cn.control_model, hint_latent(vae, imgs[:1]))
-    assert rel(single, expected(model, pos[0][0].expand(2, -1, -1), x, 400, [run])) < 1e-5
+    assert rel_norm(single, expected(model, pos[0][0].expand(2, -1, -1), x, 400, [run])) < 1e-5
     with pytest.raises(ValueError, match="3 hint images for a batch of 2 latents"):
         our_apply(pos, neg, cn, image(5, batch=3), vae, x)
 
@@ -170,7 +167,7 @@ def test_hint_of_another_size_and_aspect_is_cover_cropped(setup):
     x, big = latent(seed=7), image(6, h=100, w=180)
     got = denoised(model, *our_apply(pos, neg, cn, big, vae, x), x, 600)
     run = PixArtControlRun(cn.control_model, hint_latent(vae, fit_hint(big, H * 8, W * 8)))
-    assert rel(got, expected(model, pos[0][0], x, 600, [run])) < 1e-5
+    assert rel_norm(got, expected(model, pos[0][0], x, 600, [run])) < 1e-5
 
 
 def test_missing_vae_and_wrong_inputs_are_clear_errors(setup):
@@ -308,7 +305,7 @@ def test_every_sampler_runs_the_branch_at_every_model_call(setup, path):
     controlled = sample(*our_apply(pos, neg, cn, img, vae, x), count=True)
     n_calls = {"ksampler_dpmpp_2m_cfg4.5": 3, "lcm_4": 4, "dmd_1": 1, "yoso_1": 1, "core_lcm_sampler": 4}[path]
     assert calls == [1] * n_calls
-    assert rel(controlled, plain) > 1e-3
+    assert rel_norm(controlled, plain) > 1e-3
     assert torch.equal(sample(*our_apply(pos, neg, cn, img, vae, x, strength=0.0)), plain)
 
 

@@ -17,6 +17,7 @@ from pixart_delta.loaders.pixart import inspect_checkpoint
 from pixart_delta.loaders.pixart_controlnet import read_controlnet
 from pixart_delta.models.pixart import PixArt
 from pixart_delta.models.pixart_controlnet import PixArtControlNetBranch, PixArtControlRun
+from reference import rel_norm
 
 HEADS = 16
 
@@ -125,10 +126,6 @@ def build_ours(path, sd):
     return ckpt, base.eval(), cn, branch.eval()
 
 
-def rel(a, b):
-    return ((a - b).norm() / b.norm()).item()
-
-
 @pytest.fixture(scope="module")
 def sd_1024():
     return random_controlnet_file(seed=3, micro=True, native_px=1024)
@@ -171,7 +168,7 @@ def test_full_size_controlnet_matches_reference(sd_1024, native_px, n_keys):
     for strength in (1.0, 0.5):
         got = ours([PixArtControlRun(branch, hint, strength)])
         want = reference_eps(sd, x, t, ctx, keep, c_size, c_ar, base_size, interp, hint, strength, micro)
-        assert rel(got, want) < 1e-4, strength
-        assert rel(want, plain) > 1e-2     # the control really changes the prediction
+        assert rel_norm(got, want) < 1e-4, strength
+        assert rel_norm(want, plain) > 1e-2     # the control really changes the prediction
     # The exact-equality properties (strength 0, zero after_proj, percent range) are checked on tiny
     # models in test_controlnet.py / test_controlnet_comfy.py.

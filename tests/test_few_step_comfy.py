@@ -4,23 +4,12 @@ one-step formulas (docs/facts/pixart.md §6); bad inputs."""
 import pytest
 import torch
 from diffusers import LCMScheduler
+from reference import alpha_bar, rel_max, stand_in
 
 pytestmark = pytest.mark.comfyui
 
 SEED = 1234
 SHAPE = (2, 4, 8, 8)
-
-
-def stand_in(x, t):
-    """Fixed function of the network input x and timestep t, used as eps (or v)."""
-    t = torch.as_tensor(t, dtype=torch.float32).reshape(-1, *([1] * (x.ndim - 1)))
-    return torch.tanh(x) * (0.5 + t / 2000) + 0.1 * torch.sin(3 * x + t / 100)
-
-
-def alpha_bar(t):
-    # linear betas 1e-4..0.02 over 1000 steps, from the published schedule (diffusers' DDPM "linear")
-    betas = torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64)
-    return float(torch.cumprod(1 - betas, 0)[t])
 
 
 def standin_model(variant):
@@ -66,10 +55,6 @@ def seed_noise():
     return torch.randn(SHAPE, generator=torch.Generator().manual_seed(SEED))
 
 
-def rel(a, b):
-    return float((a - b).abs().max() / b.abs().max())
-
-
 def nodes():
     from pixart_delta.nodes import few_step
     return few_step
@@ -90,7 +75,7 @@ def test_lcm_through_comfy_matches_diffusers_lcmscheduler(comfy, steps):
     latents = seed_noise()
     for t in sched.timesteps:
         latents = sched.step(stand_in(latents, int(t)), t, latents, generator=gen).prev_sample
-    assert rel(ours, latents) < 1e-5
+    assert rel_max(ours, latents) < 1e-5
     assert model.model.diffusion_model.calls == steps
 
 
@@ -105,8 +90,8 @@ def test_lcm_prediction_patch_with_stock_lcm_sampler_matches_too(comfy):
     stock = sample(patched, comfy.samplers.sampler_object("lcm"), sigmas)
     plain = sample(base, fs.PixArtFewStepSampler.execute("lcm").result[0],
                    fs.PixArtFewStepScheduler.execute(base, "lcm", 4).result[0])
-    assert rel(ours, stock) < 1e-6
-    assert rel(ours, plain) < 1e-5
+    assert rel_max(ours, stock) < 1e-6
+    assert rel_max(ours, plain) < 1e-5
 
 
 def test_dmd_one_step_sees_unit_variance_noise(comfy):
@@ -118,12 +103,12 @@ def test_dmd_one_step_sees_unit_variance_noise(comfy):
     ours = sample(model, fs.PixArtFewStepSampler.execute("dmd").result[0], sigmas)
     z, ab = seed_noise(), alpha_bar(400)
     expected = (z - (1 - ab) ** 0.5 * stand_in(z, 400)) / ab ** 0.5
-    assert rel(ours, expected) < 1e-5
+    assert rel_max(ours, expected) < 1e-5
     # the stock path at the same sigma feeds the model sqrt(1 - alpha_bar) z = 0.898 z and misses the formula
     stock = sample(model, comfy.samplers.sampler_object("euler"), sigmas)
-    assert rel(stock, expected) > 1e-2
+    assert rel_max(stock, expected) > 1e-2
     lcm_sampler = sample(model, fs.PixArtFewStepSampler.execute("lcm").result[0], sigmas)
-    assert rel(lcm_sampler, expected) > 1e-2
+    assert rel_max(lcm_sampler, expected) > 1e-2
 
 
 def test_yoso_one_step_v_prediction(comfy):
@@ -134,7 +119,7 @@ def test_yoso_one_step_v_prediction(comfy):
     ours = sample(model, fs.PixArtFewStepSampler.execute("lcm").result[0], sigmas)
     z, ab = seed_noise(), alpha_bar(999)
     expected = ab ** 0.5 * z - (1 - ab) ** 0.5 * stand_in(z, 999)
-    assert rel(ours, expected) < 1e-5
+    assert rel_max(ours, expected) < 1e-5
 
 
 def test_yoso_variant_is_v_prediction_and_auto_keeps_it(comfy):
@@ -160,7 +145,7 @@ def test_yoso_with_informative_prior_equals_reference_add_noise(comfy):
     scaled_prior, z, ab = prior * 0.18215, seed_noise(), alpha_bar(999)
     x_t = ab ** 0.5 * scaled_prior + (1 - ab) ** 0.5 * z            # DDPM add_noise at T=999
     expected = ab ** 0.5 * x_t - (1 - ab) ** 0.5 * stand_in(x_t, 999)
-    assert rel(ours, expected) < 1e-4
+    assert rel_max(ours, expected) < 1e-4
 
 
 def test_custom_and_pixart_spacing_sigmas(comfy):

@@ -8,6 +8,8 @@ import pickle
 import pytest
 import torch
 
+from reference import CodeRunningPickle
+
 from pixart_delta.tiny.t5 import (TINY, hf_config, random_t5_state_dict, write_hf_t5_folder, write_single_t5)
 from pixart_delta.loaders.files import CheckpointError
 from pixart_delta.loaders.t5_prompt import clean_caption, preprocess_prompt
@@ -80,19 +82,13 @@ def test_bad_index_is_a_clear_error(tmp_path):
         resolve_t5_source(tmp_path)
 
 
-class _RunsCode:
-    def __reduce__(self):
-        import os
-        return (os.system, (f"touch {_RunsCode.flag}",))
-
-
 @pytest.mark.parametrize("container", ["torch_zip", "raw_pickle"])
 def test_bin_shard_pickle_that_runs_code_is_refused_not_run(tmp_path, container):
     write_hf_t5_folder(tmp_path, TINY, n_shards=2, fmt="bin")
-    _RunsCode.flag = tmp_path / "executed"
+    marker = tmp_path / "executed"
     bad = tmp_path / "pytorch_model-00002-of-00002.bin"
     sd = torch.load(bad, weights_only=True)
-    sd["encoder.final_layer_norm.weight"] = _RunsCode()
+    sd["encoder.final_layer_norm.weight"] = CodeRunningPickle(marker)
     if container == "torch_zip":
         torch.save(sd, bad)
     else:
@@ -101,7 +97,7 @@ def test_bin_shard_pickle_that_runs_code_is_refused_not_run(tmp_path, container)
     src = resolve_t5_source(tmp_path)
     with pytest.raises(CheckpointError, match="refused"):
         list(iter_tensors(src.files[1], lambda k: True))
-    assert not _RunsCode.flag.exists()
+    assert not marker.exists()
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16, torch.float8_e4m3fn])
