@@ -271,7 +271,7 @@ def test_every_sampler_runs_the_branch_at_every_model_call(setup, path):
     differs from the uncontrolled one, and strength 0 gives exactly the uncontrolled result."""
     import comfy.sample
     import comfy.samplers
-    from pixart_delta.models.pixart_controlnet import CONTROL_KEY
+    from pixart_delta.models.pixart import CONTROL_KEY
     from pixart_delta.samplers.sampling_comfy import make_sampler, patch_prediction, sigmas_for_timesteps
     model, cn, vae = setup["model"], setup["cn"], setup["vae"]
     pos, neg = conds(9)
@@ -310,9 +310,9 @@ def test_every_sampler_runs_the_branch_at_every_model_call(setup, path):
 
 
 def test_control_chain_check_for_the_model(setup):
-    """check_control_chain: what the PixArt MODEL's extra_conds can call to refuse foreign ControlNets up front."""
+    """check_control_chain: what the PixArt MODEL's extra_conds calls to refuse foreign ControlNets up front."""
     import comfy.controlnet
-    from pixart_delta.loaders.pixart_controlnet_comfy import check_control_chain
+    from pixart_delta.loaders.pixart_comfy import check_control_chain
     cn = setup["cn"]
     check_control_chain(None)
     ours = cn.copy().set_cond_hint(image(), 1.0)

@@ -11,11 +11,20 @@ import comfy.model_patcher
 import comfy.supported_models_base
 import comfy.utils
 
-from ..models.pixart import PixArt
+from ..models.pixart import PixArt, PixArtBranchControl, foreign_control
 from .dtypes import PIXART_WEIGHT_DTYPES, chosen_dtype
 from .pixart import inspect_checkpoint
-from .pixart_controlnet_comfy import check_control_chain
 from .variants import Variant
+
+
+def check_control_chain(control) -> None:
+    """Refuses a control chain (linked by previous_controlnet) holding a ControlNet made for another model family
+    (SD/SDXL ControlNet, T2I-Adapter, ControlLoRA, SD3/Flux/HunyuanDiT ControlNets): on a PixArt MODEL they would
+    either crash with a shape error or be dropped. The network refuses what reaches it as residuals as well."""
+    while control is not None:
+        if not isinstance(control, PixArtBranchControl):
+            raise foreign_control(f"a {type(control).__name__} ControlNet")
+        control = control.previous_controlnet
 
 
 class PixArtDeltaModel(comfy.model_base.PixArt):

@@ -4,8 +4,8 @@ It works with core "Apply ControlNet" / "Apply ControlNet (Advanced)" (strength,
 that encodes the hint image, chaining) and with our "PixArt ControlNet Apply". Instead of returning
 residuals from get_control (which runs before the model and so cannot see h0), it hands the branch and the
 hint latent to PixArt.forward through transformer_options; the branch then runs between the base blocks
-with the MODEL's own h0, t0, text and mask (models/pixart_controlnet.py). Residuals of other ControlNets
-in the chain still arrive through the usual control dict.
+with the MODEL's own h0, t0, text and mask (models/pixart_controlnet.py). The PixArt MODEL refuses any other
+ControlNet in the chain (loaders/pixart_comfy.py).
 """
 from __future__ import annotations
 
@@ -17,14 +17,14 @@ import comfy.model_management as mm
 import comfy.ops
 import comfy.utils
 
-from ..models.pixart import PixArt
-from ..models.pixart_controlnet import CONTROL_KEY, PixArtControlNetBranch, PixArtControlRun
+from ..models.pixart import CONTROL_KEY, PixArt, PixArtBranchControl
+from ..models.pixart_controlnet import PixArtControlNetBranch, PixArtControlRun
 from .dtypes import CONTROLNET_WEIGHT_DTYPES, chosen_dtype
 from .files import CheckpointError
 from .pixart_controlnet import ControlNetFile, check_fit, log_warnings, read_controlnet
 
 
-class PixArtControlNet(comfy.controlnet.ControlNet):
+class PixArtControlNet(comfy.controlnet.ControlNet, PixArtBranchControl):
     """latent_format SD15 + compression_ratio 1: given an IMAGE hint and a VAE (core Apply nodes), ComfyUI's own
     code resizes (centre crop), VAE-encodes and scales it. `hint_is_latent` (PixArt ControlNet Apply) means the
     hint is already a scaled latent of the right size and is used as it is."""
@@ -152,15 +152,3 @@ def load_pixart_controlnet(path, weight_dtype: str = "default", sd: dict | None 
                               f"unexpected {unexpected[:3]}")
     logging.info("PixArt ControlNet: %s", info.describe())
     return PixArtControlNet(branch.eval(), info, load_device=load_device, manual_cast_dtype=manual_cast)
-
-
-def check_control_chain(control) -> None:
-    """Refuses a chain holding a ControlNet made for another model family (SD/SDXL ControlNet, T2I-Adapter,
-    ControlLoRA, SD3/Flux/HunyuanDiT ControlNets): on a PixArt MODEL they either crash with a shape error or
-    would be dropped. For a PixArt MODEL's extra_conds (which receives the cond's `control`)."""
-    while control is not None:
-        if not isinstance(control, PixArtControlNet):
-            raise ValueError(f"a {type(control).__name__} ControlNet is attached to a PixArt MODEL; it was made for "
-                             f"another model family and cannot drive PixArt. Use PixArt-δ ControlNets loaded with "
-                             f"'PixArt ControlNet Loader' (PixArt-XL-2-512/1024-ControlNet.pth).")
-        control = control.previous_controlnet

@@ -158,8 +158,22 @@ def _per_sample(v: torch.Tensor, batch: int) -> torch.Tensor:
     return v if v.shape[0] == batch else v.repeat(batch // v.shape[0], *([1] * (v.ndim - 1)))
 
 
-_FOREIGN_CONTROL = ("a ControlNet attached to this PixArt MODEL is not a PixArt ControlNet ({}); it was made for "
-                    "another model family. Load PixArt-δ ControlNets with the 'PixArt ControlNet Loader' node.")
+# transformer_options entry: the PixArt-δ ControlNet runs (models/pixart_controlnet.py) of one model call
+CONTROL_KEY = "pixart_controlnet"
+
+
+class PixArtBranchControl:
+    """Base of the ControlNets that drive this network: they hand it their branch through
+    transformer_options[CONTROL_KEY] instead of returning residuals. A PixArt MODEL refuses any other ControlNet
+    in its control chain."""
+
+
+def foreign_control(what: str) -> ValueError:
+    """The error for a ControlNet made for another model family, wherever it is noticed: in the MODEL's control
+    chain (what = its class) or in the control dict the network receives (what = what it gives)."""
+    return ValueError(f"{what} is attached to a PixArt MODEL and is not a PixArt ControlNet: it was made for another "
+                      f"model family and cannot drive PixArt. Use PixArt-δ ControlNets loaded with 'PixArt "
+                      f"ControlNet Loader' (PixArt-XL-2-512/1024-ControlNet.pth).")
 
 
 def _checked_residuals(control) -> list:
@@ -168,7 +182,7 @@ def _checked_residuals(control) -> list:
         return []
     for key in ("middle", "output"):
         if any(r is not None for r in control.get(key) or []):
-            raise ValueError(_FOREIGN_CONTROL.format(f"it gives '{key}' residuals, which only UNets have"))
+            raise foreign_control(f"a ControlNet giving '{key}' residuals (which only UNets have)")
     return list(control.get("input") or [])
 
 
@@ -250,14 +264,14 @@ class PixArt(nn.Module):
         y = self.y_embedder(context.to(dtype))
         residuals = _checked_residuals(control)
         # PixArt-δ ControlNet branches (models/pixart_controlnet.py) see h_i before any residual is added
-        branches = [run.start(self, (h, w)) for run in transformer_options.get("pixart_controlnet", ())]
+        branches = [run.start(self, (h, w)) for run in transformer_options.get(CONTROL_KEY, ())]
         for i, block in enumerate(self.blocks):
             tokens = block(tokens, y, t0, mask)
             extra = [br.after_block(i, tokens, y, t0, mask) for br in branches]
             if i < len(residuals) and residuals[i] is not None:
                 if residuals[i].shape[1:] != tokens.shape[1:]:
-                    raise ValueError(_FOREIGN_CONTROL.format(f"a residual of shape {tuple(residuals[i].shape)} "
-                                                             f"for tokens of shape {tuple(tokens.shape)}"))
+                    raise foreign_control(f"a ControlNet giving a residual of shape {tuple(residuals[i].shape)} "
+                                          f"for tokens of shape {tuple(tokens.shape)}")
                 tokens = tokens + residuals[i].to(tokens)
             for r in extra:
                 if r is not None:

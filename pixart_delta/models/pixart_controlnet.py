@@ -4,8 +4,8 @@ their `controlnet.` prefix handled by the loader: `controlnet.{i}.copied_block.*
 `controlnet.0.before_proj.*`, `controlnet.{i}.after_proj.*`.
 
 Design: the branch runs INSIDE the base model's forward (PixArt.forward picks it up from
-`transformer_options[CONTROL_KEY]`), so it takes the hint embedding, h0 (the output of base block 0), t0,
-the projected text and the mask from the MODEL being sampled; nothing of the base is recomputed and the
+`transformer_options[CONTROL_KEY]`, models/pixart.py), so it takes the hint embedding, h0 (the output of base
+block 0), t0, the projected text and the mask from the MODEL being sampled; nothing of the base is recomputed and the
 ControlNet file's own `base_model.*` weights are never needed by the branch. With the ControlNet's own base
 as the MODEL this is the reference computation exactly.
 """
@@ -16,8 +16,6 @@ import torch.nn as nn
 
 from .linear import linear
 from .pixart import PixArtBlock
-
-CONTROL_KEY = "pixart_controlnet"   # transformer_options entry: list of PixArtControlRun
 
 
 class ControlBlock(nn.Module):
