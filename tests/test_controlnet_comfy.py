@@ -255,8 +255,8 @@ def test_loader_node(setup, models_dir):
     assert out[0].model.model_config.pixart_variant.name == "controlnet_1024" and out[1].info.copies == COPIES
     assert PixArtControlNetLoader.execute(name, setup["model"]).result[0] is setup["model"]
     adapter = models_dir / "controlnet" / "pixart_adapter.safetensors"
-    from pixart_delta.tiny.pixart_controlnet import write_adapter
-    write_adapter(adapter, tiny_controlnet_file(1024, seed=5, size=SMALL, copies=COPIES))
+    from fixture_files import write_controlnet_adapter
+    write_controlnet_adapter(adapter, tiny_controlnet_file(1024, seed=5, size=SMALL, copies=COPIES))
     with pytest.raises(ValueError, match="has no base weights: connect the PixArt MODEL"):
         PixArtControlNetLoader.execute("pixart_adapter.safetensors")
     notcn = models_dir / "controlnet" / "sd15_canny.safetensors"

@@ -11,7 +11,8 @@ import torch.nn.functional as F
 
 cv2 = pytest.importorskip("cv2")
 
-from pixart_delta.tiny.hed import NARROW, random_hed_state_dict, write_hed  # noqa: E402
+from pixart_delta.tiny.hed import random_hed_state_dict, write_hed  # noqa: E402
+from fixture_files import HED_NARROW  # noqa: E402
 from pixart_delta.tiny.io import save  # noqa: E402
 from pixart_delta.loaders.files import CheckpointError  # noqa: E402
 from pixart_delta.loaders.hed import load_hed, read_hed_state_dict  # noqa: E402
@@ -174,7 +175,7 @@ def test_resolution_sets_the_detection_size_and_keeps_the_output_size(hed):
 
 
 def test_fp16_fp32_and_safetensors_files_load_alike(tmp_path):
-    sd16 = random_hed_state_dict(NARROW, seed=3)
+    sd16 = random_hed_state_dict(HED_NARROW, seed=3)
     paths = [save(tmp_path / "a.pth", sd16), save(tmp_path / "b.pth", {k: v.float() for k, v in sd16.items()}),
              save(tmp_path / "c.safetensors", sd16)]
     loaded = [read_hed_state_dict(p) for p in paths]
@@ -188,7 +189,7 @@ def test_wrong_files_are_refused_with_clear_errors(tmp_path):
     p = save(tmp_path / "taesd_decoder.pth", random_taesd_decoder())
     with pytest.raises(CheckpointError, match="tiny VAE"):
         read_hed_state_dict(p)
-    sd = random_hed_state_dict(NARROW)
+    sd = random_hed_state_dict(HED_NARROW)
     sd["block3.convs.1.weight"] = sd["block3.convs.1.weight"][:, :4]
     with pytest.raises(CheckpointError, match="wrong shape"):
         read_hed_state_dict(save(tmp_path / "bad.pth", sd))

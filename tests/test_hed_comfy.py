@@ -82,9 +82,10 @@ def test_model_is_cached_and_managed_by_comfy(comfy, hed_ready):
 
 def test_found_where_the_preprocessor_pack_keeps_it(comfy, comfy_dirs, tmp_path, monkeypatch):
     import folder_paths
-    from pixart_delta.tiny.hed import NARROW, write_hed
+    from pixart_delta.tiny.hed import write_hed
+    from fixture_files import HED_NARROW
     from pixart_delta.loaders.hed_comfy import AUX_SUBPATH, list_hed_files, resolve_hed_file
-    target = write_hed(tmp_path.joinpath(*AUX_SUBPATH), widths=NARROW)
+    target = write_hed(tmp_path.joinpath(*AUX_SUBPATH), widths=HED_NARROW)
     monkeypatch.setitem(folder_paths.folder_names_and_paths, "custom_nodes", ([str(tmp_path)], set()))
     real = folder_paths.get_full_path
     monkeypatch.setattr(folder_paths, "get_full_path", lambda f, n: None if f == "hed" else real(f, n))

@@ -4,10 +4,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pixart_delta.tiny.hed import NARROW, random_hed_state_dict
+from fixture_files import HED_NARROW, write_taesd
+from pixart_delta.tiny.hed import random_hed_state_dict
 from pixart_delta.tiny.io import save
 from pixart_delta.tiny.tiny_vae import (random_taesd_decoder, random_taesd_encoder, to_autoencoder_tiny,
-                                            write_autoencoder_tiny, write_taesd)
+                                            write_autoencoder_tiny)
 from pixart_delta.loaders.files import CheckpointError
 from pixart_delta.loaders.tiny_vae import SD1, SDXL, auto_latent_space, comfy_state_dict, read_tiny_vae
 
@@ -76,7 +77,7 @@ def test_full_vae_is_refused_with_a_clear_error(tmp_path):
 
 def test_other_files_are_refused(tmp_path):
     with pytest.raises(CheckpointError, match="HED edge model"):
-        read_tiny_vae(save(tmp_path / "ControlNetHED.pth", random_hed_state_dict(NARROW)))
+        read_tiny_vae(save(tmp_path / "ControlNetHED.pth", random_hed_state_dict(HED_NARROW)))
     broken = to_autoencoder_tiny(random_taesd_decoder())
     del broken["decoder.layers.8.conv.2.weight"]
     with pytest.raises(CheckpointError, match="incomplete tiny VAE decoder.*9.conv.2.weight"):

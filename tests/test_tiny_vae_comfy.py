@@ -7,7 +7,7 @@ import torch
 
 from pixart_delta.tools.comfy_runtime import ExecutionFailed
 from pixart_delta.tiny.io import save
-from pixart_delta.tiny.tiny_vae import random_taesd_decoder, random_taesd_encoder, write_taesd
+from pixart_delta.tiny.tiny_vae import random_taesd_decoder, random_taesd_encoder
 
 diffusers = pytest.importorskip("diffusers")
 pytestmark = pytest.mark.comfyui
