@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import re
 import struct
 from pathlib import Path
 
@@ -20,7 +21,7 @@ class CheckpointError(ValueError):
 def read_safetensors_header(path: str | os.PathLike) -> dict:
     """The JSON header of a safetensors file, checked against the file size (catches truncation)."""
     path = Path(path)
-    size = path.stat().st_size
+    size = check_weight_file(path, safetensors=True)
     with open(path, "rb") as f:
         head = f.read(8)
         if len(head) < 8:
@@ -32,7 +33,12 @@ def read_safetensors_header(path: str | os.PathLike) -> dict:
             header = json.loads(f.read(n))
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
             raise CheckpointError(f"{path}: the safetensors header is not valid JSON ({e}); the file is damaged or not safetensors") from None
-    end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+    entries = {k: v for k, v in header.items() if k != "__metadata__"} if isinstance(header, dict) else None
+    if entries is None or not all(isinstance(v, dict) and len(v.get("data_offsets") or ()) == 2
+                                  for v in entries.values()):
+        raise CheckpointError(f"{path}: the safetensors header is JSON but not a table of tensors (expected "
+                              f"{{name: {{dtype, shape, data_offsets}}}}); the file is damaged or not safetensors")
+    end = max((v["data_offsets"][1] for v in entries.values()), default=0)
     if 8 + n + end > size:
         raise CheckpointError(f"{path}: truncated: its tensors need {8 + n + end} bytes but the file has {size} "
                               f"(download it again)")
@@ -52,15 +58,19 @@ def load_state_dict(path: str | os.PathLike, device="cpu") -> dict[str, torch.Te
             return safetensors.torch.load_file(str(path), device=device)
         except Exception as e:  # safetensors raises its own error types
             raise CheckpointError(f"{path}: cannot read as safetensors: {e}") from None
+    check_weight_file(path, safetensors=False)
     try:
         sd = torch.load(str(path), map_location=device, weights_only=True, mmap=_is_zip(path))
     except pickle.UnpicklingError as e:
-        raise CheckpointError(f"{path}: refused: this pickle file asks to run code or build objects other than "
-                              f"tensors ({str(e).splitlines()[0][:200]}); only plain weight files are loaded. "
-                              f"Convert it to .safetensors from a trusted source.") from None
-    except (RuntimeError, EOFError, OSError) as e:
-        raise CheckpointError(f"{path}: cannot read as a PyTorch weight file ({str(e).splitlines()[0][:200]}); "
-                              f"damaged or truncated?") from None
+        raise CheckpointError(_refusal(path, e)) from None
+    except MemoryError:
+        raise
+    except Exception as e:  # torch raises RuntimeError, EOFError, IndexError, ... on damaged files
+        text = sniff_text(path)
+        if text is not None:
+            raise CheckpointError(f"{path}: {text[1]}") from None
+        raise CheckpointError(f"{path}: cannot read as a PyTorch weight file ({_first_line(e)}); "
+                              f"damaged or truncated? (download it again)") from None
     if not isinstance(sd, dict):
         raise CheckpointError(f"{path}: found a {type(sd).__name__}, expected a dict of tensors")
     return sd
@@ -69,6 +79,160 @@ def load_state_dict(path: str | os.PathLike, device="cpu") -> dict[str, torch.Te
 def _is_zip(path: Path) -> bool:
     with open(path, "rb") as f:
         return f.read(4) == b"PK\x03\x04"
+
+
+def _first_line(e: BaseException) -> str:
+    lines = str(e).strip().splitlines()
+    return lines[0][:200] if lines else type(e).__name__
+
+
+# ---- bad files: empty, cut short, text saved under a weight-file name, pickles that would run code ----
+
+# No file this short holds a tensor: a safetensors header naming dtype, shape and data_offsets alone is
+# ~50 bytes of JSON, and torch.load needs a zip container or a tensor-rebuild call.
+MIN_WEIGHT_FILE_BYTES = 16
+_SNIFF_BYTES = 4096
+
+
+def check_weight_file(path: Path, safetensors: bool) -> int:
+    """The file's size; CheckpointError when it is empty, too short, or a text file (web page, Git LFS
+    pointer, JSON) under a weight-file name. Runs before torch or safetensors see the file."""
+    size = path.stat().st_size
+    if size == 0:
+        raise CheckpointError(f"{path}: the file is empty (0 bytes), not a weight file (download it again)")
+    # any text is refused for safetensors (its first 8 bytes, a little-endian length, hold NUL bytes);
+    # pickles of protocol 0 are text, so there only what is certainly no pickle is refused before torch reads it
+    text = sniff_text(path)
+    if text is not None and (safetensors or text[0] != "text"):
+        raise CheckpointError(f"{path}: {text[1]}")
+    if size < MIN_WEIGHT_FILE_BYTES:
+        raise CheckpointError(f"{path}: {size} byte{'s' if size != 1 else ''}, too short to be a weight file "
+                              f"(download it again)")
+    return size
+
+
+def _decode_text(head: bytes) -> str | None:
+    """`head` as text when it is text (BOM allowed), else None."""
+    cut = len(head) == _SNIFF_BYTES   # the last character may be cut in two
+    for bom, codec in ((b"\xef\xbb\xbf", "utf-8"), (b"\xff\xfe", "utf-16-le"), (b"\xfe\xff", "utf-16-be")):
+        if head.startswith(bom):
+            head, encoding = head[len(bom):], codec
+            break
+    else:
+        encoding = "utf-8"
+    text = head.decode(encoding, errors="replace")
+    if cut:
+        text = text[:-1]
+    if not text or any(c == "\ufffd" or (ord(c) < 32 and c not in "\t\n\r\f") for c in text):
+        return None
+    return text
+
+
+def sniff_text(path: Path) -> tuple[str, str] | None:
+    """None for a binary file; for text (kind, what it is): kind "html", "xml", "lfs" (a Git LFS pointer),
+    "json" or "text", and a sentence such as "this is an HTML page, not weights: ..."."""
+    with open(path, "rb") as f:
+        head = f.read(_SNIFF_BYTES)
+    text = _decode_text(head)
+    if text is None:
+        return None
+    start = text.lstrip()
+    low = start.lower()
+    if low.startswith(("<!doctype html", "<html")) or (low.startswith("<") and "<html" in low):
+        title = re.search(r"<title[^>]*>([^<]{1,120})", start, re.IGNORECASE)
+        page = f" (page title: {' '.join(title.group(1).split())!r})" if title else ""
+        return "html", (f"this is an HTML page, not weights{page}: the download saved a web page (log in / "
+                        f"accept the licence, then download again)")
+    if low.startswith("<?xml") or low.startswith("<error"):
+        return "xml", (f"this is an XML document, not weights (often a storage server's error reply: "
+                       f"{' '.join(start[:160].split())!r}); download the file again")
+    if low.startswith("version https://git-lfs.github.com/spec/"):
+        size = re.search(r"^size (\d+)", start, re.MULTILINE)
+        real = f" for a {int(size.group(1)):,}-byte file" if size else ""
+        return "lfs", (f"this is a Git LFS pointer file{real}, not weights: the repository was cloned without Git "
+                       f"LFS; run `git lfs pull` in the clone or download the file itself")
+    if low.startswith(("{", "[")):
+        return "json", (f"this is a JSON text file, not weights (it begins {' '.join(start[:120].split())!r}); "
+                        f"expected the weight file itself (download it again)")
+    return "text", (f"this is a text file, not weights (it begins {' '.join(start[:80].split())!r}); "
+                    f"expected a binary weight file (download it again)")
+
+
+def _refusal(path: Path, error: pickle.UnpicklingError) -> str:
+    message = str(error)
+    named = _disallowed_globals(path) or re.findall(r"GLOBAL ([A-Za-z_][\w.]*\w)", message)
+    if named:
+        what = f"would call {', '.join(dict.fromkeys(named))} while loading, which plain weights never do"
+    else:
+        # torch's own text, without its advice to turn the safe loader off
+        lines = [ln.strip() for ln in message.splitlines() if ln.strip() and not re.search(
+            r"weights.only|re-running|trusted|documentation|file an issue|WeightsUnpickler error", ln, re.I)]
+        what = f"holds what the safe loader does not read ({lines[0][:160] if lines else type(error).__name__})"
+    return (f"{path}: refused: this pickle file {what}; it was refused and not executed (only tensors and "
+            f"plain containers are loaded). Get a .safetensors version of this model from a trusted source.")
+
+
+def _pickle_bytes(path: Path) -> bytes:
+    """The pickle of a torch zip file (<archive>/data.pkl), else the file's start."""
+    import zipfile
+    if _is_zip(path):
+        try:
+            with zipfile.ZipFile(path) as z:
+                name = next((n for n in z.namelist() if n.endswith("data.pkl")), None)
+                return z.read(name) if name else b""
+        except (zipfile.BadZipFile, OSError):
+            return b""
+    with open(path, "rb") as f:
+        return f.read(64 << 20)
+
+
+_PY2_MODULES = {"__builtin__": "builtins", "copy_reg": "copyreg"}  # what protocol 0-2 pickles write for them
+
+
+def _disallowed_globals(path: Path) -> list[str]:
+    """The functions and classes a pickle imports that torch's weights-only loader would refuse, read from its
+    opcodes with pickletools (which parses, never runs)."""
+    import io
+    import pickletools
+    try:
+        from torch._weights_only_unpickler import _get_allowed_globals
+        allowed = set(_get_allowed_globals())
+    except Exception:  # private API; without it every global outside torch and collections is named
+        allowed = None
+    registered = {f"{g.__module__}.{g.__qualname__}" for g in torch.serialization.get_safe_globals()
+                  if hasattr(g, "__qualname__")}
+
+    def refused(name: str) -> bool:
+        if name in registered:
+            return False
+        return name not in allowed if allowed is not None else not name.startswith(("torch.", "collections."))
+    found, strings, memo = [], [], {}
+    stream = io.BytesIO(_pickle_bytes(path))
+    try:
+        for _ in range(4):  # legacy torch files hold a few pickles in a row
+            for op, arg, _pos in pickletools.genops(stream):
+                name = op.name
+                if name in ("GLOBAL", "INST"):
+                    module, _, attr = arg.partition(" ")
+                    found.append(f"{_PY2_MODULES.get(module, module)}.{attr}")
+                elif name == "STACK_GLOBAL" and len(strings) >= 2 and None not in strings[-2:]:
+                    found.append(f"{strings[-2]}.{strings[-1]}")
+                if name in ("MEMOIZE",):
+                    memo[len(memo)] = strings[-1] if strings else None
+                elif name in ("PUT", "BINPUT", "LONG_BINPUT"):
+                    memo[arg] = strings[-1] if strings else None
+                elif name in ("GET", "BINGET", "LONG_BINGET"):
+                    strings.append(memo.get(arg))
+                elif name in ("SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE", "STRING",
+                              "BINSTRING", "SHORT_BINSTRING"):
+                    strings.append(arg)
+                elif name not in ("FRAME", "PROTO"):
+                    strings.append(None)
+            if stream.tell() >= len(stream.getbuffer()):
+                break
+    except Exception:  # the bytes after the last pickle (tensor data) or a damaged pickle
+        pass
+    return [g for g in dict.fromkeys(found) if refused(g)]
 
 
 def unwrap(sd: dict) -> dict:

@@ -10,20 +10,9 @@ from torch import nn
 
 from ..models.hed import HED, expected_keys, widths_of
 from .files import CheckpointError, load_state_dict, unwrap
+from .identify import HED_NODE, identify
 
 HED_FILE = "ControlNetHED.pth"
-
-
-def _describe(sd: dict) -> str:
-    keys = list(sd)
-    if any(k.startswith(("taesd_decoder.", "decoder.layers.", "encoder.layers.")) for k in keys) or \
-            ("1.weight" in sd and "3.conv.0.weight" in sd) or ("0.weight" in sd and "1.conv.0.weight" in sd):
-        return "this looks like a tiny VAE (TAESD / AutoencoderTiny) file"
-    if any(k.startswith(("decoder.up", "decoder.mid", "first_stage_model.")) for k in keys):
-        return "this looks like a VAE"
-    if any(k.startswith(("input_blocks.", "control_model.", "down_blocks.")) for k in keys):
-        return "this looks like a UNet or ControlNet"
-    return f"found {len(keys)} tensors such as {', '.join(keys[:4])}"
 
 
 def check_hed_state_dict(sd: dict, path) -> dict[str, torch.Tensor]:
@@ -35,7 +24,10 @@ def check_hed_state_dict(sd: dict, path) -> dict[str, torch.Tensor]:
     want = expected_keys(widths) if widths else expected_keys()
     missing = [k for k in want if k not in sd]
     if missing:
-        raise CheckpointError(f"{path}: not a HED edge model ({_describe(sd)}); expected the {len(want)} tensors of "
+        found = identify(sd)
+        what = "an incomplete HED edge model" if found.node == HED_NODE[0] else \
+            f"not a HED edge model ({found.looks_like() or 'found ' + found.found()})"
+        raise CheckpointError(f"{path}: {what}; expected the {len(want)} tensors of "
                               f"{HED_FILE} (norm, block1.convs.0.weight ... block5.projection.bias), "
                               f"missing {len(missing)} such as {', '.join(missing[:3])}")
     bad = [f"{k} {tuple(sd[k].shape)} (expected {s})" for k, s in want.items() if tuple(sd[k].shape) != s]

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .files import CheckpointError, load_state_dict, unwrap
+from .identify import PIXART_LOADER, identify
 from .pixart_keys import count_blocks, diffusers_to_original
 from .variants import NAME_HINTS, VARIANTS, Variant
 
@@ -34,25 +35,6 @@ def describe_keys(sd: dict, n: int = 4) -> str:
     return f"{len(keys)} tensors, e.g. " + ", ".join(keys[:n])
 
 
-def _foreign_model_hint(sd: dict) -> str:
-    keys = " ".join(list(sd)[:4000])
-    if "input_blocks." in keys or "down_blocks." in keys:
-        return "a Stable Diffusion UNet"
-    if "encoder.block." in keys or "shared.weight" in keys:
-        return "a T5 text encoder (use PixArt T5 Loader)"
-    if "controlnet_blocks." in keys:
-        return "a PixArt ControlNet adapter without base weights (use PixArt ControlNet Loader)"
-    if "decoder.up_blocks." in keys or "decoder.up." in keys or "first_stage_model." in keys:
-        return "a VAE"
-    if "block1.convs.0.weight" in keys:
-        return "the HED edge detector"
-    if "double_blocks." in keys:
-        return "a Flux model"
-    if "joint_blocks." in keys:
-        return "an SD3 model"
-    return "not a PixArt transformer"
-
-
 def split_layout(sd: dict, path: Path) -> tuple[str, dict, dict | None]:
     """Returns (layout, base weights, controlnet weights or None)."""
     for p in _STRIP_PREFIXES:
@@ -68,7 +50,7 @@ def split_layout(sd: dict, path: Path) -> tuple[str, dict, dict | None]:
     if "transformer_blocks.0.attn1.to_q.weight" in sd:
         return "diffusers", diffusers_to_original(sd), None
     raise CheckpointError(
-        f"{path}: this is {_foreign_model_hint(sd)}, not a PixArt checkpoint. Found {describe_keys(sd)}; "
+        f"{path}: {identify(sd).not_('a PixArt checkpoint', PIXART_LOADER[0])}. Found {describe_keys(sd)}; "
         f"expected PixArt keys such as 'blocks.0.attn.qkv.weight' (original .pth), "
         f"'transformer_blocks.0.attn1.to_q.weight' (diffusers) or 'base_model.blocks.0...' (PixArt-δ ControlNet).")
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from .files import SAFETENSORS_EXT, CheckpointError, load_state_dict, read_safetensors_header, unwrap
+from .identify import CONTROLNET_LOADER, identify
 from .pixart import HEAD_DIM, _px_from_name, describe_keys
 from .pixart_keys import count_blocks, diffusers_adapter_to_original
 from .variants import VARIANTS, Variant
@@ -53,19 +54,6 @@ class ControlNetFile:
     def describe(self) -> str:
         base = self.base_variant.title if self.base_variant else "unknown base size"
         return f"{self.path.name} ({self.layout} layout, {self.copies} copied blocks, hidden {self.hidden}, {base})"
-
-
-def _foreign_hint(sd: dict) -> str:
-    keys = " ".join(list(sd)[:4000])
-    if "input_hint_block." in keys or "controlnet_cond_embedding." in keys or "control_model." in keys:
-        return "a Stable Diffusion (UNet) ControlNet"
-    if "blocks.0.attn.qkv.weight" in keys or "transformer_blocks.0.attn1.to_q" in keys:
-        return "a PixArt transformer without ControlNet weights (load it with PixArt Checkpoint Loader)"
-    if "controlnet_x_embedder" in keys or "before_proj" in keys or "controlnet_blocks." in keys:
-        return "a ControlNet for another transformer (SD3 / Flux / HunyuanDiT)"
-    if "double_blocks." in keys or "joint_blocks." in keys or "input_blocks." in keys:
-        return "a diffusion model, not a ControlNet"
-    return "not a PixArt-δ ControlNet"
 
 
 def _check_complete(path: Path, sd: dict, copies: int, hidden: int) -> None:
@@ -119,7 +107,8 @@ def read_controlnet(path: str | Path, sd: dict | None = None) -> ControlNetFile:
         copies = count_blocks(sd, "controlnet_blocks.")
     else:
         raise CheckpointError(
-            f"{path}: this is {_foreign_hint(sd)}, not a PixArt-δ ControlNet. Found {describe_keys(sd)}; expected "
+            f"{path}: {identify(sd).not_('a PixArt-δ ControlNet', CONTROLNET_LOADER[0])}. Found {describe_keys(sd)}; "
+            f"expected "
             f"'controlnet.0.copied_block.attn.qkv.weight' (PixArt-XL-2-*-ControlNet.pth) or "
             f"'controlnet_blocks.0.transformer_block.attn1.to_q.weight' (diffusers PixArtControlNetAdapterModel).")
     hidden = int(branch["controlnet.0.copied_block.attn.qkv.weight"].shape[1])

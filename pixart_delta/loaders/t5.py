@@ -19,7 +19,8 @@ from typing import Callable, Iterator
 
 import torch
 
-from .files import PICKLE_EXT, SAFETENSORS_EXT, CheckpointError, load_state_dict, read_safetensors_header
+from .files import PICKLE_EXT, SAFETENSORS_EXT, CheckpointError, load_state_dict, read_safetensors_header, sniff_text
+from .identify import T5_LOADER, identify
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,11 @@ class T5Source:
 
 def _read_json(path: Path, what: str) -> dict:
     try:
+        if path.stat().st_size == 0:
+            raise CheckpointError(f"{path}: the {what} is empty (0 bytes); expected a JSON file (download it again)")
+        text = sniff_text(path)
+        if text is not None and text[0] in ("html", "xml", "lfs"):
+            raise CheckpointError(f"{path}: the {what}: {text[1]}")
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise CheckpointError(f"{path}: cannot read the {what} ({e}); expected a JSON file") from None
@@ -116,8 +122,9 @@ def resolve_t5_source(path) -> T5Source:
     data = _read_json(index, "shard index")
     wm = data.get("weight_map")
     if not isinstance(wm, dict) or not wm:
-        raise CheckpointError(f"{index}: no 'weight_map' in this index; expected a Hugging Face shard index "
-                              f"({{\"weight_map\": {{key: shard file}}}})")
+        found = "no 'weight_map'" if "weight_map" not in data else f"a 'weight_map' that lists no shards ({wm!r})"
+        raise CheckpointError(f"{index}: the shard index names no weight files: it has {found}; expected a Hugging "
+                              f"Face shard index ({{\"weight_map\": {{tensor name: shard file}}}}; download it again)")
     files, seen = [], set()
     for name in wm.values():
         if name not in seen:
@@ -246,10 +253,12 @@ def iter_tensors(path: Path, wanted: Callable[[str], bool]) -> Iterator[tuple[st
 
 def _check_is_t5(meta: dict, where) -> None:
     if _PROBE not in meta or "shared.weight" not in meta:
-        sample = ", ".join(list(meta)[:4]) or "no tensors"
-        raise CheckpointError(f"{where}: not a T5 encoder: found keys like {sample}; expected T5 keys "
-                              f"shared.weight and encoder.block.N.layer.0.SelfAttention.q.weight (transformers / "
-                              f"ComfyUI t5xxl layout)")
+        found = identify(meta)
+        sample = ", ".join(found.examples) or "no tensors"
+        kind = f" ({found.looks_like(T5_LOADER[0])})" if found.known else ""
+        raise CheckpointError(f"{where}: not a T5 encoder{kind}: found keys like {sample}; "
+                              f"expected T5 keys shared.weight and encoder.block.N.layer.0.SelfAttention.q.weight "
+                              f"(transformers / ComfyUI t5xxl layout)")
 
 
 def t5_config(meta: dict, hf_config: dict | None = None, where="T5") -> dict:

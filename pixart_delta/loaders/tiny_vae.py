@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from .files import SAFETENSORS_EXT, PICKLE_EXT, CheckpointError, load_state_dict, unwrap
+from .identify import TINY_VAE_LOADER, identify
 
 AUTO = "auto"
 LATENT_SPACES = {   # name -> (vae_scale, vae_shift), the diffusion model's scaling of raw VAE latents
@@ -85,19 +86,20 @@ def _kind(sd: dict) -> str:
     return "unknown"
 
 
+_EXPECTED = ("expected a tiny VAE: SDXS/diffusers AutoencoderTiny (encoder.layers.* / decoder.layers.*), "
+             "TAESD taesd_decoder / taesd_encoder (.pth or .safetensors), ~1.2 M parameters each")
+
+
 def _not_tiny(sd: dict, path) -> CheckpointError:
-    keys = list(sd)
+    found = identify(sd)
     n = sum(v.numel() for v in sd.values() if isinstance(v, torch.Tensor))
-    expected = ("expected a tiny VAE: SDXS/diffusers AutoencoderTiny (encoder.layers.* / decoder.layers.*), "
-                "TAESD taesd_decoder / taesd_encoder (.pth or .safetensors), ~1.2 M parameters each")
-    if any(k.startswith(("decoder.up_blocks.", "decoder.up.", "first_stage_model.", "decoder.conv_in.",
-                         "decoder.mid_block.", "decoder.mid.")) for k in keys):
-        return CheckpointError(f"{path}: this is a full VAE (AutoencoderKL, {n / 1e6:.1f} M parameters), not a tiny "
-                               f"one: load it with the core 'Load VAE' node. {expected}")
-    if "norm" in sd and any(k.startswith("block1.convs.") for k in keys):
-        return CheckpointError(f"{path}: this is the HED edge model (ControlNetHED.pth); it goes to models/hed and "
-                               f"the PixArt HED Edge Detector node. {expected}")
-    return CheckpointError(f"{path}: not a tiny VAE: found {len(keys)} tensors such as {', '.join(keys[:4])}; {expected}")
+    return CheckpointError(f"{path}: {found.not_('a tiny VAE', TINY_VAE_LOADER[0])}. Found {found.found()} "
+                           f"({n / 1e6:.1f} M parameters); {_EXPECTED}")
+
+
+def _picked_up(encoder: Path, decoder: Path) -> str:
+    return (f"{encoder.name} was picked up automatically because it sits beside the chosen {decoder.name}; "
+            f"remove or rename it to load the decoder alone")
 
 
 def _check(part: dict, want: dict, path, what: str):
@@ -139,10 +141,15 @@ def read_tiny_vae(path: str | os.PathLike) -> TinyVAEFile:
         dec, enc, layout = sd, None, "TAESD"
         other = _sibling(path, "decoder", "encoder")
         if other is not None:
-            enc = load_state_dict(other)
+            try:
+                enc = unwrap(load_state_dict(other))
+            except CheckpointError as e:
+                raise CheckpointError(f"{e} ({_picked_up(other, path)})") from None
             files.append(other)
             if _kind(enc) != "encoder":
-                raise CheckpointError(f"{other}: expected the TAESD encoder beside {path.name}, found {_kind(enc)} keys")
+                found = identify(enc)
+                raise CheckpointError(f"{other}: expected the TAESD encoder beside {path.name}, found "
+                                      f"{found.description or found.found()} ({_picked_up(other, path)})")
     elif kind == "encoder":
         other = _sibling(path, "encoder", "decoder")
         if other is None:
@@ -157,7 +164,12 @@ def read_tiny_vae(path: str | os.PathLike) -> TinyVAEFile:
     ch = int(c.shape[1])
     dec = _check(dec, taesd_decoder_shapes(ch), path, "decoder")
     if enc is not None:
-        enc = _check(enc, taesd_encoder_shapes(ch), files[-1], "encoder")
+        try:
+            enc = _check(enc, taesd_encoder_shapes(ch), files[-1], "encoder")
+        except CheckpointError as e:
+            if len(files) == 1:
+                raise
+            raise CheckpointError(f"{e} ({_picked_up(files[-1], path)})") from None
     return TinyVAEFile(dec, enc, ch, files, layout)
 
 
