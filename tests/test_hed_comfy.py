@@ -99,7 +99,7 @@ def test_gray_and_rgba_images_through_the_node(comfy, hed_ready):
     for image in (rgb[..., :1], torch.cat([rgb, torch.ones_like(rgb[..., :1])], -1)):
         out = PixArtHEDEdgeDetector.execute(image, "ControlNetHED.pth", False, False, 0).result[0]
         assert out.shape == (2, 40, 56, 3)
-    with pytest.raises(ValueError, match="PixArt HED Edge Detector: .*5 channels"):
+    with pytest.raises(ValueError, match="5 channels"):
         PixArtHEDEdgeDetector.execute(torch.rand(1, 40, 56, 5), "ControlNetHED.pth", False, False, 0)
 
 

@@ -125,10 +125,7 @@ def check_model(info: ControlNetFile, model) -> list[str]:
                          f"PixArt models ({kind}).{hint}")
     cfg = dict(hidden_size=net.hidden_size, depth=net.depth, micro_condition=net.micro_conditioning)
     variant = getattr(getattr(base_model, "model_config", None), "pixart_variant", None)
-    try:
-        warnings = check_fit(info, cfg, variant)
-    except CheckpointError as e:
-        raise ValueError(str(e)) from None
+    warnings = check_fit(info, cfg, variant)
     log_warnings(info, warnings)
     return warnings
 

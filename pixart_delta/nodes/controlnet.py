@@ -10,7 +10,7 @@ from comfy_api.latest import io
 from ..loaders.dtypes import CONTROLNET_WEIGHT_DTYPES
 from ..loaders.files import CheckpointError
 from ..loaders.pixart_controlnet_comfy import PixArtControlNet, check_model, load_pixart_controlnet
-from ..preprocessors.controlnet_hint import HintError, fit_hint, hint_batch
+from ..preprocessors.controlnet_hint import fit_hint, hint_batch
 
 
 class PixArtControlNetLoader(io.ComfyNode):
@@ -42,16 +42,13 @@ class PixArtControlNetLoader(io.ComfyNode):
     @classmethod
     def execute(cls, control_net_name, model=None, weight_dtype="default") -> io.NodeOutput:
         path = folder_paths.get_full_path_or_raise("controlnet", control_net_name)
-        try:
-            control = load_pixart_controlnet(path, weight_dtype)
-            if model is None:
-                if not control.info.has_base:
-                    raise CheckpointError(f"{control.info.describe()} has no base weights: connect the PixArt MODEL "
-                                          f"it should control to the `model` input")
-                from ..loaders.pixart_comfy import load_pixart_model
-                model = load_pixart_model(path)
-        except CheckpointError as e:
-            raise ValueError(f"PixArt ControlNet Loader: {e}") from None
+        control = load_pixart_controlnet(path, weight_dtype)
+        if model is None:
+            if not control.info.has_base:
+                raise CheckpointError(f"{control.info.describe()} has no base weights: connect the PixArt MODEL it "
+                                      f"should control to the `model` input")
+            from ..loaders.pixart_comfy import load_pixart_model
+            model = load_pixart_model(path)
         check_model(control.info, model)
         return io.NodeOutput(model, control)
 
@@ -91,31 +88,28 @@ class PixArtControlNetApply(io.ComfyNode):
     def execute(cls, positive, negative, control_net, image, vae, latent, strength=1.0, start_percent=0.0,
                 end_percent=1.0) -> io.NodeOutput:
         if not isinstance(control_net, PixArtControlNet):
-            raise ValueError(f"PixArt ControlNet Apply: this CONTROL_NET is a {type(control_net).__name__}, not a "
-                             f"PixArt-δ ControlNet; load it with 'PixArt ControlNet Loader' (other ControlNets go "
-                             f"through core 'Apply ControlNet')")
+            raise ValueError(f"this CONTROL_NET is a {type(control_net).__name__}, not a PixArt-δ ControlNet; load "
+                             f"it with 'PixArt ControlNet Loader' (other ControlNets go through core 'Apply "
+                             f"ControlNet')")
         if start_percent > end_percent:
-            raise ValueError(f"PixArt ControlNet Apply: start_percent {start_percent} is after end_percent {end_percent}")
+            raise ValueError(f"start_percent {start_percent} is after end_percent {end_percent}")
         if vae is None:
-            raise ValueError("PixArt ControlNet Apply: connect a VAE (the SD1.5 VAE) to encode the hint image")
+            raise ValueError("connect a VAE (the SD1.5 VAE) to encode the hint image")
         samples = latent["samples"]
         if samples.ndim != 4:
-            raise ValueError(f"PixArt ControlNet Apply: expected an image latent [batch, 4, h, w], got {tuple(samples.shape)}")
+            raise ValueError(f"expected an image latent [batch, 4, h, w], got {tuple(samples.shape)}")
         if strength == 0:
             return io.NodeOutput(positive, negative)
         b, _, h, w = samples.shape
-        try:
-            hint_batch(image.shape[0], b)
-            ratio = vae.spacial_compression_encode()
-            pixels = fit_hint(image, h * ratio, w * ratio)
-        except HintError as e:
-            raise ValueError(f"PixArt ControlNet Apply: {e}") from None
+        hint_batch(image.shape[0], b)
+        ratio = vae.spacial_compression_encode()
+        pixels = fit_hint(image, h * ratio, w * ratio)
         pbar = comfy.utils.ProgressBar(1)
         hint = comfy.latent_formats.SD15().process_in(vae.encode(pixels))
         pbar.update(1)
         if tuple(hint.shape[-2:]) != (h, w):
-            raise ValueError(f"PixArt ControlNet Apply: the VAE gave a {tuple(hint.shape[-2:])} latent for a "
-                             f"{h}x{w} latent; use the SD1.5 VAE (8x compression)")
+            raise ValueError(f"the VAE gave a {tuple(hint.shape[-2:])} latent for a {h}x{w} latent; use the SD1.5 "
+                             f"VAE (8x compression)")
         hint = hint.to(mm.intermediate_device())
 
         cnets = {}

@@ -20,10 +20,10 @@ if PRIOR_FOLDER not in folder_paths.folder_names_and_paths:
     folder_paths.folder_names_and_paths[PRIOR_FOLDER] = ([os.path.join(folder_paths.models_dir, PRIOR_FOLDER)], {".safetensors"})
 
 
-def _require_pixart(model, node: str):
+def _require_pixart(model):
     if not is_pixart_model(model):
         inner = type(getattr(model, "model", model)).__name__
-        raise ValueError(f"{node}: the MODEL is a {inner}, not a PixArt model; load it with PixArt Checkpoint Loader "
+        raise ValueError(f"the MODEL is a {inner}, not a PixArt model; load it with PixArt Checkpoint Loader "
                          f"(few-step schedules are defined on PixArt's 1000-step linear noise schedule)")
 
 
@@ -57,14 +57,14 @@ class PixArtFewStepScheduler(io.ComfyNode):
     @classmethod
     def execute(cls, model, mode="auto", steps=4, spacing="diffusers", timestep=400,
                 timesteps="999, 759, 499, 259") -> io.NodeOutput:
-        _require_pixart(model, "PixArt Few-Step Schedule")
+        _require_pixart(model)
         if mode == "auto":
             variant = pixart_variant(model)
             mode = getattr(variant, "sampling", "standard")
             if mode not in MODES:
                 title = getattr(variant, "title", "this PixArt model")
-                raise ValueError(f"PixArt Few-Step Schedule: {title} is a standard multi-step model, so 'auto' has no "
-                                 f"few-step schedule for it; use a regular scheduler (BasicScheduler) or pick a mode")
+                raise ValueError(f"{title} is a standard multi-step model, so 'auto' has no few-step schedule for "
+                                 f"it; use a regular scheduler (BasicScheduler) or pick a mode")
         return io.NodeOutput(sigmas_for_timesteps(model, few_step_timesteps(mode, steps, spacing, timestep, timesteps)))
 
 
@@ -114,7 +114,7 @@ class PixArtPredictionType(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, prediction="auto") -> io.NodeOutput:
-        _require_pixart(model, "PixArt Prediction Type")
+        _require_pixart(model)
         if prediction == "auto":
             prediction = prediction_for_variant(pixart_variant(model))
         return io.NodeOutput(patch_prediction(model, prediction))

@@ -5,10 +5,9 @@ import comfy.model_management as mm
 import comfy.utils
 from comfy_api.latest import io
 
-from ..loaders.files import CheckpointError
 from ..loaders.hed import HED_FILE
 from ..loaders.hed_comfy import list_hed_files, load_hed_patcher, register_folder, resolve_hed_file
-from ..preprocessors.hed import HEDInputError, detect, detection_size
+from ..preprocessors.hed import detect, detection_size
 
 register_folder()
 
@@ -52,20 +51,14 @@ class PixArtHEDEdgeDetector(io.ComfyNode):
 
     @classmethod
     def execute(cls, image, model_name=HED_FILE, safe=False, scribble=False, resolution=0) -> io.NodeOutput:
-        try:
-            patcher = load_hed_patcher(resolve_hed_file(model_name))
-        except CheckpointError as e:
-            raise ValueError(f"PixArt HED Edge Detector: {e}") from None
+        patcher = load_hed_patcher(resolve_hed_file(model_name))
         b, h, w = image.shape[0], image.shape[1], image.shape[2]
         dh, dw = detection_size(h, w, resolution)
         mm.load_models_gpu([patcher], memory_required=dh * dw * 64 * 4 * 6)
         device = patcher.load_device
         pbar = comfy.utils.ProgressBar(b)
-        try:
-            out = detect(patcher.model, image, resolution, safe, scribble, chunk=_chunk(dh, dw, b, device),
-                         device=device, progress=pbar.update)
-        except HEDInputError as e:
-            raise ValueError(f"PixArt HED Edge Detector: {e}") from None
+        out = detect(patcher.model, image, resolution, safe, scribble, chunk=_chunk(dh, dw, b, device),
+                     device=device, progress=pbar.update)
         return io.NodeOutput(out.to(mm.intermediate_device()))
 
 

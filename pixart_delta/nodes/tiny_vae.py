@@ -6,7 +6,6 @@ import torch
 import comfy.utils
 from comfy_api.latest import io
 
-from ..loaders.files import CheckpointError
 from ..loaders.tiny_vae import AUTO, LATENT_SPACES
 from ..loaders.tiny_vae_comfy import list_tiny_vae_files, load_tiny_vae, resolve_tiny_vae_file
 
@@ -18,10 +17,7 @@ _SPACE_TIP = ("Latent space of the diffusion model whose latents are decoded. au
 
 
 def _load(vae_name: str, latent_space: str):
-    try:
-        return load_tiny_vae(resolve_tiny_vae_file(vae_name), latent_space, display_name=vae_name)
-    except CheckpointError as e:
-        raise ValueError(f"Tiny VAE: {e}") from None
+    return load_tiny_vae(resolve_tiny_vae_file(vae_name), latent_space, display_name=vae_name)
 
 
 def _inputs():
@@ -68,8 +64,8 @@ class PixArtSDXSTinyVAEDecode(io.ComfyNode):
         vae = _load(vae_name, latent_space)
         want = vae.latent_channels
         if latent.ndim != 4 or latent.shape[1] != want:
-            raise ValueError(f"PixArt SDXS Tiny VAE Decode: expected image latents [batch, {want}, height, width] for "
-                             f"{vae.latent_space}, got shape {tuple(latent.shape)}")
+            raise ValueError(f"expected image latents [batch, {want}, height, width] for {vae.latent_space}, got "
+                             f"shape {tuple(latent.shape)}")
         b = latent.shape[0]
         free = mm.get_free_memory(vae.device)
         per = max(1, vae.memory_used_decode(latent[:1].shape, vae.vae_dtype))
