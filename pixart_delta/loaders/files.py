@@ -61,16 +61,10 @@ def load_state_dict(path: str | os.PathLike, device="cpu") -> dict[str, torch.Te
     check_weight_file(path, safetensors=False)
     try:
         sd = torch.load(str(path), map_location=device, weights_only=True, mmap=_is_zip(path))
-    except pickle.UnpicklingError as e:
-        raise CheckpointError(_refusal(path, e)) from None
     except MemoryError:
         raise
-    except Exception as e:  # torch raises RuntimeError, EOFError, IndexError, ... on damaged files
-        text = sniff_text(path)
-        if text is not None:
-            raise CheckpointError(f"{path}: {text[1]}") from None
-        raise CheckpointError(f"{path}: cannot read as a PyTorch weight file ({_first_line(e)}); "
-                              f"damaged or truncated? (download it again)") from None
+    except Exception as e:  # torch raises UnpicklingError, RuntimeError, EOFError, IndexError, ...
+        raise CheckpointError(_unreadable(path, e)) from None
     if not isinstance(sd, dict):
         raise CheckpointError(f"{path}: found a {type(sd).__name__}, expected a dict of tensors")
     return sd
@@ -158,9 +152,23 @@ def sniff_text(path: Path) -> tuple[str, str] | None:
                     f"expected a binary weight file (download it again)")
 
 
-def _refusal(path: Path, error: pickle.UnpicklingError) -> str:
+def _unreadable(path: Path, error: Exception) -> str:
+    """Why torch.load(weights_only=True) failed: a pickle that would call code (protocol-0 pickles are text,
+    so that comes first), a text file, or damage."""
+    named = _disallowed_globals(path) if isinstance(error, pickle.UnpicklingError) else []
+    if not named:
+        text = sniff_text(path)
+        if text is not None:
+            return f"{path}: {text[1]}"
+        if not isinstance(error, pickle.UnpicklingError):
+            return (f"{path}: cannot read as a PyTorch weight file ({_first_line(error)}); damaged or truncated? "
+                    f"(download it again)")
+    return _refusal(path, error, named)
+
+
+def _refusal(path: Path, error: pickle.UnpicklingError, named: list[str]) -> str:
     message = str(error)
-    named = _disallowed_globals(path) or re.findall(r"GLOBAL ([A-Za-z_][\w.]*\w)", message)
+    named = named or re.findall(r"GLOBAL ([A-Za-z_][\w.]*\w)", message)
     if named:
         what = f"would call {', '.join(dict.fromkeys(named))} while loading, which plain weights never do"
     else:
@@ -206,6 +214,7 @@ def _disallowed_globals(path: Path) -> list[str]:
         if name in registered:
             return False
         return name not in allowed if allowed is not None else not name.startswith(("torch.", "collections."))
+
     found, strings, memo = [], [], {}
     stream = io.BytesIO(_pickle_bytes(path))
     try:
@@ -217,7 +226,7 @@ def _disallowed_globals(path: Path) -> list[str]:
                     found.append(f"{_PY2_MODULES.get(module, module)}.{attr}")
                 elif name == "STACK_GLOBAL" and len(strings) >= 2 and None not in strings[-2:]:
                     found.append(f"{strings[-2]}.{strings[-1]}")
-                if name in ("MEMOIZE",):
+                if name == "MEMOIZE":
                     memo[len(memo)] = strings[-1] if strings else None
                 elif name in ("PUT", "BINPUT", "LONG_BINPUT"):
                     memo[arg] = strings[-1] if strings else None

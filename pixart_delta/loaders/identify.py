@@ -25,7 +25,7 @@ class Identity:
     family: str               # e.g. "sd_unet", "t5", "unknown"
     description: str          # "a Stable Diffusion UNet (SD 1.x)"
     node: str | None          # the pack's node that takes it, if any
-    advice: str               # "load it with PixArt T5 Loader (models/text_encoders)", or "" when none is known
+    advice: str               # "load it with PixArt T5 Loader, from models/text_encoders", or "" when none is known
     count: int                # number of keys
     examples: tuple[str, ...]  # a few of its keys
 
@@ -37,7 +37,7 @@ class Identity:
         """'12 tensors, e.g. a, b, c, d'"""
         if not self.count:
             return "no tensors"
-        return f"{self.count} tensors, e.g. " + ", ".join(self.examples)
+        return f"{self.count} tensor{'s' if self.count != 1 else ''}, e.g. " + ", ".join(self.examples)
 
     def not_(self, expected: str, own_node: str | None = None) -> str:
         """'this is <description>, not <expected> (<advice>)', for a loader expecting `expected`. When the file
@@ -58,9 +58,6 @@ class Identity:
             return f"this looks like {self.description}, but tensors {own_node} needs are missing"
         return f"this looks like {self.description}" + (f"; {self.advice}" if self.advice else "")
 
-    def __str__(self) -> str:
-        return self.description + (f" ({self.advice})" if self.advice else "")
-
 
 def _ours(node: tuple[str, str], verb: str = "load it with") -> tuple[str, str]:
     return node[0], f"{verb} {node[0]}, from models/{node[1]}"
@@ -75,7 +72,6 @@ class _Keys:
     `first_stage_model.` do not hide it), `root` only at the start (after the usual container prefixes)."""
 
     def __init__(self, keys: list[str]):
-        self.keys = keys
         self.roots = []
         for k in keys:
             for p in _CONTAINERS:

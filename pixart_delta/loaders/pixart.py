@@ -49,8 +49,9 @@ def split_layout(sd: dict, path: Path) -> tuple[str, dict, dict | None]:
         return "original", sd, None
     if "transformer_blocks.0.attn1.to_q.weight" in sd:
         return "diffusers", diffusers_to_original(sd), None
+    found = identify(sd)
     raise CheckpointError(
-        f"{path}: {identify(sd).not_('a PixArt checkpoint', PIXART_LOADER[0])}. Found {describe_keys(sd)}; "
+        f"{path}: {found.not_('a PixArt checkpoint', PIXART_LOADER[0])}. Found {found.found()}; "
         f"expected PixArt keys such as 'blocks.0.attn.qkv.weight' (original .pth), "
         f"'transformer_blocks.0.attn1.to_q.weight' (diffusers) or 'base_model.blocks.0...' (PixArt-δ ControlNet).")
 

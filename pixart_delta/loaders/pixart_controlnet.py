@@ -19,7 +19,7 @@ import torch
 
 from .files import SAFETENSORS_EXT, CheckpointError, load_state_dict, read_safetensors_header, unwrap
 from .identify import CONTROLNET_LOADER, identify
-from .pixart import HEAD_DIM, _px_from_name, describe_keys
+from .pixart import HEAD_DIM, _px_from_name
 from .pixart_keys import count_blocks, diffusers_adapter_to_original
 from .variants import VARIANTS, Variant
 
@@ -106,8 +106,9 @@ def read_controlnet(path: str | Path, sd: dict | None = None) -> ControlNetFile:
         branch = diffusers_adapter_to_original(sd)
         copies = count_blocks(sd, "controlnet_blocks.")
     else:
+        found = identify(sd)
         raise CheckpointError(
-            f"{path}: {identify(sd).not_('a PixArt-δ ControlNet', CONTROLNET_LOADER[0])}. Found {describe_keys(sd)}; "
+            f"{path}: {found.not_('a PixArt-δ ControlNet', CONTROLNET_LOADER[0])}. Found {found.found()}; "
             f"expected "
             f"'controlnet.0.copied_block.attn.qkv.weight' (PixArt-XL-2-*-ControlNet.pth) or "
             f"'controlnet_blocks.0.transformer_block.attn1.to_q.weight' (diffusers PixArtControlNetAdapterModel).")
