@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from pixart_delta.tools.comfy_runtime import InProcessComfy, find_comfyui  # noqa: E402
+from pixart_delta.tools.comfy_runtime import InProcessComfy, require_comfyui  # noqa: E402
 from pixart_delta.tiny import pixart as fx
 from pixart_delta.tiny.pixart_controlnet import random_controlnet_file  # noqa: E402
 from pixart_delta.tiny.sd_vae import write_sd_vae  # noqa: E402
@@ -34,9 +34,7 @@ def main():
     ap.add_argument("--px", type=int, default=256)
     ap.add_argument("--batch", type=int, default=2)
     args = ap.parse_args()
-    comfy_path = find_comfyui()
-    if comfy_path is None:
-        raise SystemExit("needs a ComfyUI checkout (COMFYUI_PATH or ~/ComfyUI)")
+    comfy_path = require_comfyui(why="the benchmark runs inside ComfyUI")
     tmp = Path(tempfile.mkdtemp(prefix="bench_controlnet_"))
     InProcessComfy.get(comfy_path, models_dir=tmp / "models", output_dir=tmp / "out")
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from pixart_delta.tools.comfy_runtime import InProcessComfy, find_comfyui  # noqa: E402
+from pixart_delta.tools.comfy_runtime import InProcessComfy, require_comfyui  # noqa: E402
 from pixart_delta.tiny import pixart as fx  # noqa: E402
 from pixart_delta.tiny.sd_vae import write_sd_vae  # noqa: E402
 
@@ -40,9 +40,7 @@ def main():
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--px", type=int, default=256)
     args = ap.parse_args()
-    comfy_path = find_comfyui()
-    if comfy_path is None:
-        raise SystemExit("needs a ComfyUI checkout (COMFYUI_PATH or ~/ComfyUI)")
+    comfy_path = require_comfyui(why="the benchmark runs inside ComfyUI")
     tmp = Path(tempfile.mkdtemp(prefix="bench_few_step_"))
     InProcessComfy.get(comfy_path, models_dir=tmp / "models", output_dir=tmp / "out")
 

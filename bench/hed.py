@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from pixart_delta.tools.comfy_runtime import InProcessComfy, find_comfyui  # noqa: E402
+from pixart_delta.tools.comfy_runtime import InProcessComfy, require_comfyui  # noqa: E402
 from pixart_delta.tiny.hed import write_hed  # noqa: E402
 from _timing import interleaved_times  # noqa: E402
 
@@ -82,9 +82,7 @@ def main():
     ap.add_argument("--batch", type=int, default=2)
     ap.add_argument("--px", type=int, default=512)
     args = ap.parse_args()
-    comfy_path = find_comfyui()
-    if comfy_path is None:
-        raise SystemExit("needs a ComfyUI checkout (COMFYUI_PATH or ~/ComfyUI)")
+    comfy_path = require_comfyui(why="the benchmark runs inside ComfyUI")
     tmp = Path(tempfile.mkdtemp(prefix="bench_hed_"))
     try:
         models = tmp / "models"

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from pixart_delta.tools.comfy_runtime import InProcessComfy, find_comfyui  # noqa: E402
+from pixart_delta.tools.comfy_runtime import InProcessComfy, require_comfyui  # noqa: E402
 from pixart_delta.tiny.sd_vae import write_sd_vae  # noqa: E402
 from pixart_delta.tiny.tiny_vae import write_autoencoder_tiny  # noqa: E402
 from _timing import interleaved_times  # noqa: E402
@@ -31,9 +31,7 @@ def main():
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--px", type=int, default=512)
     args = ap.parse_args()
-    comfy_path = find_comfyui()
-    if comfy_path is None:
-        raise SystemExit("needs a ComfyUI checkout (COMFYUI_PATH or ~/ComfyUI)")
+    comfy_path = require_comfyui(why="the benchmark runs inside ComfyUI")
     tmp = Path(tempfile.mkdtemp(prefix="bench_tiny_vae_"))
     try:
         models = tmp / "models"
