@@ -2,7 +2,7 @@
 
 Full: core VAELoader + VAEDecode on an SD VAE (ldm layout of vae-ft-mse-840000, 49.5 M decoder parameters).
 Tiny: our PixArt SDXS Tiny VAE Decode node on an SDXS AutoencoderTiny file (1.2 M decoder parameters), and the same
-file through Tiny VAE Loader + core VAEDecode. Interleaved, median of N runs, under torch.inference_mode() like
+file through PixArt Tiny VAE Loader + core VAEDecode. Interleaved, median of N runs, under torch.inference_mode() like
 ComfyUI. Target: tiny at least 15x faster (the MACs differ 18x).
 
     python bench/tiny_vae_decode.py [--runs 5] [--px 512]
@@ -48,7 +48,7 @@ def main():
         runs = {"full VAE (core VAEDecode)": lambda: nodes.VAEDecode().decode(full_vae, latent)[0],
                 "tiny (PixArt SDXS Tiny VAE Decode)": lambda: PixArtSDXSTinyVAEDecode.execute(
                     latent, "sdxs-512-0.9_tiny_vae.safetensors", "auto").result[0],
-                "tiny (Tiny VAE Loader + core VAEDecode)": lambda: nodes.VAEDecode().decode(tiny_vae, latent)[0]}
+                "tiny (PixArt Tiny VAE Loader + core VAEDecode)": lambda: nodes.VAEDecode().decode(tiny_vae, latent)[0]}
         def right_size(name, image):
             assert image.shape == (1, args.px, args.px, 3), (name, image.shape)
         with torch.inference_mode():
