@@ -14,7 +14,11 @@ import comfy.utils
 from ..models.pixart import PixArt, PixArtBranchControl, foreign_control
 from .dtypes import PIXART_WEIGHT_DTYPES, chosen_dtype
 from .pixart import inspect_checkpoint
+from .pixart_lora import lora_key_map
+from .pixart_lora_comfy import install_lora_hooks
 from .variants import Variant
+
+install_lora_hooks()  # core has no per-model LoRA key hook; its loaders call these functions by module attribute
 
 
 def check_control_chain(control) -> None:
@@ -40,6 +44,11 @@ class PixArtDeltaModel(comfy.model_base.PixArt):
         if mask is not None:
             out["attention_mask"] = comfy.conds.CONDRegular(mask)
         return out
+
+    def pixart_lora_keys(self) -> dict:
+        """The LoRA key forms core's PixArt map lacks (OneTrainer, kohya-style, LyCORIS); see pixart_lora.py."""
+        shapes = {k: tuple(v.shape) for k, v in self.diffusion_model.state_dict().items()}
+        return lora_key_map(shapes, prefix="diffusion_model.")
 
 
 class PixArtDeltaConfig(comfy.supported_models_base.BASE):
