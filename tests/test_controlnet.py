@@ -189,6 +189,9 @@ def test_fit_checks():
         check_fit(cn1024, dict(CFG, hidden_size=1152), VARIANTS["controlnet_1024"])
     with pytest.raises(CheckpointError, match="more than 13 blocks; the MODEL has 2"):
         check_fit(cn1024, dict(CFG, depth=2), VARIANTS["controlnet_1024"])
+    with pytest.raises(CheckpointError, match="more than 13 blocks; the MODEL has 13"):
+        check_fit(cn1024, dict(CFG, depth=13), VARIANTS["controlnet_1024"])
+    assert check_fit(cn1024, dict(CFG, depth=42), VARIANTS["alpha_1024_ms"]) == []  # community depth-42 bases
 
 
 def test_fit_hint_covers_and_centre_crops_like_the_reference():

@@ -50,6 +50,7 @@ def test_model_noise_prediction_matches_diffusers(comfy, unet_dir):
 @pytest.mark.parametrize("name,kw,scale,vpred", [
     ("PixArt-XL-2-512x512.pth", dict(micro=False, native_px=512, tokens=120), 0.18215, False),
     ("PixArt-Sigma-XL-2-1024-MS.pth", dict(micro=False, native_px=1024, tokens=300), 0.13025, False),
+    ("PixArt-Sigma-XL-2-256x256.pth", dict(micro=False, native_px=256, tokens=300), 0.13025, False),
     ("yoso_pixart512.pth", dict(micro=False, native_px=512, tokens=120), 0.18215, True),
 ])
 def test_latent_format_and_prediction_type(comfy, unet_dir, name, kw, scale, vpred):
@@ -61,12 +62,20 @@ def test_latent_format_and_prediction_type(comfy, unet_dir, name, kw, scale, vpr
     assert math.isclose(float(patcher.model.model_sampling.sigma_max), 157.407, rel_tol=1e-4)
 
 
+@pytest.mark.parametrize("name,tokens,latent_format,pe_interpolation", [
+    ("PixArt-XL-2-256x256.pth", 120, "SD15", 1.0),
+    ("PixArt-Sigma-XL-2-256x256.pth", 300, "SDXL", 0.5),
+])
 @torch.inference_mode()
-def test_core_ksampler_and_sampler_custom_at_256px(comfy, unet_dir):
+def test_core_ksampler_and_sampler_custom_at_256px(comfy, unet_dir, name, tokens, latent_format, pe_interpolation):
+    import comfy.latent_formats
     import nodes
     from comfy_extras.nodes_custom_sampler import BasicScheduler, KSamplerSelect, SamplerCustom
-    patcher = load(fx.write_original(unet_dir / "PixArt-XL-2-256x256.pth",
-                                     fx.random_original(**fx.TINY, micro=False, native_px=256, tokens=120)))
+    patcher = load(fx.write_original(unet_dir / name,
+                                     fx.random_original(**fx.TINY, micro=False, native_px=256, tokens=tokens)))
+    assert type(patcher.model.latent_format) is getattr(comfy.latent_formats, latent_format)
+    net = patcher.model.diffusion_model
+    assert (net.base_size, net.pe_interpolation) == (16, pe_interpolation)
     cond = [[torch.randn(1, 7, fx.TINY["caption_channels"]), {}]]
     uncond = [[torch.randn(1, 1, fx.TINY["caption_channels"]), {}]]
     latent = {"samples": torch.zeros(1, 4, 32, 32)}

@@ -17,6 +17,8 @@ LAYOUTS = {
     # name: (file name, fixture kwargs, diffusers interpolation_scale, non-square bucket in px (h, w))
     "alpha_512": ("PixArt-XL-2-512x512.pth", dict(micro=False, native_px=512, tokens=120), 1, (384, 640)),
     "alpha_1024_ms": ("PixArt-XL-2-1024-MS.pth", dict(micro=True, native_px=1024, tokens=120), 2, (768, 1344)),
+    # pe_interpolation 0.5: PixArt-alpha/PixArt-sigma configs/pixart_sigma_config/PixArt_sigma_xl2_img256_internal.py
+    "sigma_256": ("PixArt-Sigma-XL-2-256x256.pth", dict(micro=False, native_px=256, tokens=300), 0.5, (192, 336)),
     "sigma_1024": ("PixArt-Sigma-XL-2-1024-MS.pth", dict(micro=False, native_px=1024, tokens=300), 2, (1344, 768)),
 }
 
@@ -80,6 +82,41 @@ def test_padded_prompt_with_mask_equals_unpadded(tmp_path, name):
     # diffusers with its mask agrees as well, and without a mask the padding does change the result
     assert rel_norm(reference_eps(ref, x, t, padded, kw["micro"], mask=mask), unpadded) < 1e-4
     assert rel_norm(ours(x, t, padded), unpadded) > 1e-3
+
+
+# Diffusers folders: name -> (folder, fixture kwargs, config.json interpolation_scale, sizes in px (h, w)).
+# The 42-block model is the community PixArt-Σ "900M" (ptx0/pixart-900m-1024-ft) at a reduced hidden size.
+FOLDERS = {
+    "sigma_256": ("PixArt-Sigma-XL-2-256x256", dict(**fx.TINY, micro=False, native_px=256, tokens=300), 0.5,
+                  [(256, 256), (192, 336)]),
+    # no interpolation_scale: diffusers uses max(sample_size // 64, 1) = 1, and so must we
+    "sigma_256 no scale": ("PixArt-Sigma-XL-2-256x256", dict(**fx.TINY, micro=False, native_px=256, tokens=300),
+                           None, [(256, 256), (192, 336)]),
+    "sigma_1024 depth 42": ("pixart-900m-1024-ft", dict(fx.TINY, depth=42, micro=False, native_px=1024, tokens=300),
+                            2, [(384, 640)]),
+}
+
+
+@pytest.mark.parametrize("name", list(FOLDERS))
+@torch.inference_mode()
+def test_diffusers_folder_forward_matches_diffusers(tmp_path, name):
+    folder, kw, interp, sizes = FOLDERS[name]
+    sd = fx.random_original(seed=4, **kw)
+    cfg = fx.diffusers_config(**kw, interpolation_scale=interp)
+    path = fx.write_diffusers(tmp_path / folder / "transformer", sd, cfg)
+    ckpt = inspect_checkpoint(path)
+    assert ckpt.variant.name == name.split()[0] and ckpt.unet_config["depth"] == kw["depth"]
+    ours = PixArt(**ckpt.unet_config)
+    ours.load_state_dict(ckpt.state_dict, strict=True)
+    ref = PixArtTransformer2DModel.from_config(cfg)
+    ref.load_state_dict(original_to_diffusers(sd), strict=True)
+    assert len(ours.blocks) == len(ref.transformer_blocks) == kw["depth"]
+    g = torch.Generator().manual_seed(0)
+    for h, w in sizes:
+        x = torch.randn(2, 4, h // 8, w // 8, generator=g)
+        t = torch.tensor([999.0, 421.0])
+        ctx = torch.randn(2, 9, fx.TINY["caption_channels"], generator=g)
+        assert rel_norm(ours.eval()(x, t, ctx), reference_eps(ref.eval(), x, t, ctx, kw["micro"])) < 1e-4
 
 
 @torch.inference_mode()

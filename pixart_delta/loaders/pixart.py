@@ -95,7 +95,7 @@ def pick_variant(tokens: int | None, micro: bool, native_px: int | None, hints: 
         family = None
     if family == "sigma":
         px = native_px or 1024
-        return VARIANTS[{512: "sigma_512", 2048: "sigma_2k"}.get(px, "sigma_1024")], warnings
+        return VARIANTS[{256: "sigma_256", 512: "sigma_512", 2048: "sigma_2k"}.get(px, "sigma_1024")], warnings
     if family == "alpha":
         if "yoso" in hints:
             return VARIANTS["yoso_1024" if micro else "yoso_512"], warnings
@@ -106,16 +106,14 @@ def pick_variant(tokens: int | None, micro: bool, native_px: int | None, hints: 
         if micro:
             return VARIANTS["alpha_1024_ms"], warnings
         return VARIANTS["alpha_256" if native_px == 256 else "alpha_512"], warnings
-    # Nothing says α or Σ: a diffusers file without config, y_embedding or a telling name.
-    if native_px == 256:
-        return VARIANTS["alpha_256"], warnings
-    if native_px == 512:
-        warnings.append("weights alone cannot tell PixArt-α 512 from PixArt-Σ 512; assumed α-512 "
-                        "(SD1 latents). Set `variant` to sigma_512 if this is a Σ model.")
-        return VARIANTS["alpha_512"], warnings
+    # Nothing says α or Σ: a diffusers file without y_embedding and without a telling config or name.
+    if native_px in (256, 512):
+        warnings.append(f"weights alone cannot tell PixArt-α {native_px} from PixArt-Σ {native_px}; assumed "
+                        f"α-{native_px} (SD1 latents). Set `variant` to sigma_{native_px} if this is a Σ model.")
+        return VARIANTS[f"alpha_{native_px}"], warnings
     v = VARIANTS["sigma_2k" if native_px == 2048 else "sigma_1024"]
-    warnings.append(f"no config.json, name or size hint; assumed {v.title} (the only non-micro-conditioned "
-                    f"1024 family). Set `variant` if this is wrong.")
+    warnings.append(f"nothing in the weights, config.json or name says α or Σ; assumed {v.title} (the only "
+                    f"non-micro-conditioned 1024 family). Set `variant` if this is wrong.")
     return v, warnings
 
 
@@ -167,7 +165,13 @@ def inspect_checkpoint(path: str | Path, variant: str = "auto", sd: dict | None 
     if config.get("sample_size") and variant in (None, "", "auto"):
         # what diffusers' PixArtTransformer2DModel does with this config
         base_size = int(config["sample_size"]) // patch
-        interp = config.get("interpolation_scale") or max(int(config["sample_size"]) // 64, 1)
+        interp = config.get("interpolation_scale")
+        if interp is None:
+            interp = max(int(config["sample_size"]) // 64, 1)
+            if interp != chosen.pe_interpolation:
+                warnings.append(f"config.json has no interpolation_scale, so diffusers (and this loader) use "
+                                f"max(sample_size // 64, 1) = {interp}; {chosen.title} was trained with "
+                                f"{chosen.pe_interpolation}. Set `variant` to {chosen.name} for the trained scale.")
     unet_config = dict(
         image_model="pixart_delta", hidden_size=int(hidden), depth=depth, num_heads=heads, patch_size=int(patch),
         in_channels=int(in_ch), out_channels=int(out_ch), caption_channels=int(caption_channels),

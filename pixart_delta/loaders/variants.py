@@ -34,6 +34,7 @@ VARIANTS: dict[str, Variant] = {v.name: v for v in [
     Variant("alpha_256", "PixArt-α 256", "alpha", 256, 1.0, False, "eps", "standard", "PixArt-XL-2-256x256.pth"),
     Variant("alpha_512", "PixArt-α 512", "alpha", 512, 1.0, False, "eps", "standard", "PixArt-XL-2-512x512.pth / diffusers"),
     Variant("alpha_1024_ms", "PixArt-α 1024-MS", "alpha", 1024, 2.0, True, "eps", "standard", "PixArt-XL-2-1024-MS.pth / diffusers"),
+    Variant("sigma_256", "PixArt-Σ 256", "sigma", 256, 0.5, False, "eps", "standard", "PixArt-Sigma-XL-2-256x256.pth / diffusers"),
     Variant("sigma_512", "PixArt-Σ 512-MS", "sigma", 512, 1.0, False, "eps", "standard", "PixArt-Sigma-XL-2-512-MS.pth / diffusers"),
     Variant("sigma_1024", "PixArt-Σ 1024-MS", "sigma", 1024, 2.0, False, "eps", "standard", "PixArt-Sigma-XL-2-1024-MS.pth / diffusers"),
     Variant("sigma_2k", "PixArt-Σ 2K-MS", "sigma", 2048, 4.0, False, "eps", "standard", "PixArt-Sigma-XL-2-2K-MS.pth / diffusers"),
@@ -46,7 +47,9 @@ VARIANTS: dict[str, Variant] = {v.name: v for v in [
 ]}
 
 # Words in a file or folder name that identify a variant where the weights cannot (checked in order).
+# "900m": the 42-block community models (ptx0/pixart-900m-1024-ft, terminusresearch/pixart-900m-1024-ft-*) are
+# PixArt-Σ fine-tunes (bghira/SimpleTuner simpletuner/helpers/models/pixart/model.py loads them as Σ).
 NAME_HINTS: list[tuple[str, str]] = [
     ("controlnet", "controlnet"), ("yoso", "yoso"), ("dmd", "dmd"), ("lcm", "lcm"),
-    ("sigma", "sigma"), ("2k", "sigma"), ("alpha", "alpha"), ("pixart-xl-2", "alpha"),
+    ("sigma", "sigma"), ("2k", "sigma"), ("900m", "sigma"), ("alpha", "alpha"), ("pixart-xl-2", "alpha"),
 ]

@@ -25,7 +25,8 @@ class PixArtCheckpointLoader(io.ComfyNode):
                                        "beside diffusion_pytorch_model.safetensors (e.g. a copied transformer/ folder)."),
                 io.Combo.Input("variant", options=["auto", *VARIANTS], default="auto",
                                tooltip="auto detects the variant from the weights, config.json and file name. "
-                                       "Set it when detection cannot tell (a diffusers α-512 and Σ-512 look alike)."),
+                                       "Set it when detection cannot tell (diffusers α-256/512 and Σ-256/512 "
+                                       "files look alike)."),
                 io.Combo.Input("weight_dtype", options=list(PIXART_WEIGHT_DTYPES), default="default",
                                tooltip="Storage dtype of the weights; default lets ComfyUI choose for your device. "
                                        "fp8 halves memory again, computing in fp16/bf16/fp32."),
