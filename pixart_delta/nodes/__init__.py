@@ -2,9 +2,9 @@
 from typing_extensions import override
 from comfy_api.latest import ComfyExtension, io
 
-from . import controlnet, few_step, hed, pixart_loader, t5_loader, tiny_vae
+from . import controlnet, few_step, hed, pixart_loader, resolution, t5_loader, tiny_vae
 
-NODE_MODULES = (pixart_loader, t5_loader, controlnet, few_step, hed, tiny_vae)
+NODE_MODULES = (pixart_loader, t5_loader, controlnet, few_step, resolution, hed, tiny_vae)
 
 
 def all_nodes() -> list[type[io.ComfyNode]]:
