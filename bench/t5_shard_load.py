@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 BENCH = dict(d_model=2048, d_kv=64, num_heads=32, d_ff=5120, num_layers=10, vocab_size=32128)
 
 
-def _status(field: str) -> int:
+def proc_status(field: str) -> int:
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith(field + ":"):
             return int(line.split()[1]) * 1024
@@ -45,7 +45,7 @@ def child(which: str, folder: str) -> None:
         comfy.cli_args.args.cpu = True
         import comfy.sd  # noqa: F401
         from pixart_delta.loaders.t5_comfy import load_t5_clip
-        base = _status("VmRSS")
+        base = proc_status("VmRSS")
         t = time.perf_counter()
         with torch.inference_mode():
             clip = load_t5_clip(folder, weight_dtype="bf16", device="cpu")
@@ -53,7 +53,7 @@ def child(which: str, folder: str) -> None:
         model = clip.cond_stage_model.t5xxl.transformer
     else:
         from transformers import T5EncoderModel
-        base = _status("VmRSS")
+        base = proc_status("VmRSS")
         t = time.perf_counter()
         with torch.inference_mode():
             try:
@@ -65,7 +65,7 @@ def child(which: str, folder: str) -> None:
     for p in model.parameters():
         storages[p.untyped_storage().data_ptr()] = p.untyped_storage().nbytes()
     dtypes = sorted({str(p.dtype) for p in model.parameters()})
-    print(json.dumps({"peak": _status("VmHWM"), "base": base, "weights": sum(storages.values()),
+    print(json.dumps({"peak": proc_status("VmHWM"), "base": base, "weights": sum(storages.values()),
                       "seconds": seconds, "dtypes": dtypes}))
 
 

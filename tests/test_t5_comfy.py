@@ -6,15 +6,11 @@ import pytest
 import torch
 
 from pixart_delta.tiny.t5 import TINY, random_t5_state_dict, write_hf_t5_folder, write_single_t5
+from t5_reference import LONG, PROMPTS, diffusers_embeds, encode, reference_encoder
 
 pytestmark = pytest.mark.comfyui
 transformers = pytest.importorskip("transformers")
 diffusers = pytest.importorskip("diffusers")
-
-PROMPTS = ["A photo of a Cat sitting on a <b>red</b> mat, http://example.com",
-           "an astronaut riding a horse, (masterpiece:1.2), 4k",
-           ""]
-LONG = ", ".join(f"word{i} cat dog" for i in range(200))  # far over 300 tokens
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -40,32 +36,6 @@ def t5_files(comfy, tmp_path_factory):
 @pytest.fixture(scope="module")
 def tokenizer(comfy):
     return transformers.T5TokenizerFast.from_pretrained(str(comfy.comfy_path / "comfy/text_encoders/t5_tokenizer"))
-
-
-def reference_encoder(weights=None):
-    """transformers' T5EncoderModel with the fixture weights (optionally transformed, e.g. rounded to fp8)."""
-    from pixart_delta.tiny.t5 import hf_config
-    cfg = {k: v for k, v in hf_config(**TINY).items() if k not in ("architectures", "torch_dtype")}
-    model = transformers.T5EncoderModel(transformers.T5Config(**cfg)).eval()
-    sd = random_t5_state_dict(TINY) if weights is None else weights
-    missing, unexpected = model.load_state_dict(sd, strict=False)
-    assert set(missing) <= {"encoder.embed_tokens.weight"} and not unexpected
-    return model
-
-
-def diffusers_embeds(model, tokenizer, prompt, family="alpha", clean=True):
-    """What diffusers' pipeline hands the transformer: embeddings at the positions its mask keeps."""
-    pipe_cls = diffusers.PixArtAlphaPipeline if family == "alpha" else diffusers.PixArtSigmaPipeline
-    pipe = pipe_cls(tokenizer=tokenizer, text_encoder=model, vae=None, transformer=None, scheduler=None)
-    length = 120 if family == "alpha" else 300
-    with torch.no_grad():
-        emb, mask, neg, neg_mask = pipe.encode_prompt(prompt, negative_prompt="", clean_caption=clean,
-                                                      max_sequence_length=length, device=torch.device("cpu"))
-    return emb[0][mask[0].bool()], neg[0][neg_mask[0].bool()]
-
-
-def encode(clip, text):
-    return clip.encode_from_tokens(clip.tokenize(text))
 
 
 def load(path, **kw):

@@ -1,5 +1,6 @@
-"""T5 text encoders for PixArt: single files (ComfyUI `t5xxl_fp16` / `t5xxl_fp8_e4m3fn`, HF `model.safetensors`)
-and sharded Hugging Face folders (`model.safetensors.index.json` or `pytorch_model.bin.index.json` + shards).
+"""T5 text encoders for PixArt: single files (ComfyUI `t5xxl_fp16` / `t5xxl_fp8_e4m3fn`, HF `model.safetensors`,
+llama.cpp GGUF `t5-v1_1-xxl-encoder-Q8_0.gguf`, read by t5_gguf.py) and sharded Hugging Face folders
+(`model.safetensors.index.json` or `pytorch_model.bin.index.json` + shards).
 
 Weights are read tensor by tensor with plain file reads (safetensors' mmap would keep every touched page of a
 10 GB shard resident while the file is open), converted to the storage dtype and copied into ComfyUI's own T5
@@ -21,6 +22,7 @@ import torch
 
 from .files import PICKLE_EXT, SAFETENSORS_EXT, CheckpointError, load_state_dict, read_safetensors_header, sniff_text
 from .identify import T5_LOADER, identify
+from .t5_gguf import GGUF_EXT, gguf_tensor_meta, iter_gguf_pieces, read_gguf_header
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +34,9 @@ _ST_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, 
 _PREFIXES = ("text_encoders.t5xxl.transformer.", "t5xxl.transformer.", "text_encoder.", "transformer.")
 _SHARD_NAME = re.compile(r"-\d{5}-of-(\d{5})\.[A-Za-z]+$")
 _PROBE = "encoder.block.0.layer.0.SelfAttention.q.weight"
-# ComfyUI's T5 attention has these hard-wired (comfy/text_encoders/t5.py).
+# ComfyUI's T5 attention and layer norms have these hard-wired (comfy/text_encoders/t5.py).
 COMFY_REL_BUCKETS, COMFY_REL_MAX_DISTANCE = 32, 128
+COMFY_LAYER_NORM_EPS = 1e-6
 
 
 @dataclass
@@ -42,12 +45,17 @@ class T5Source:
     chosen: Path
     files: list[Path]                       # weight files in load order (one for a single file)
     index: Path | None = None               # the *.index.json of a sharded set
-    hf_config: dict | None = None           # config.json beside the weights, when present
+    hf_config: dict | None = None           # config.json beside the weights, when present; a GGUF's metadata
     weight_map: dict[str, str] = field(default_factory=dict)
+    config_name: str = "config.json"        # where hf_config comes from, for messages
 
     @property
     def sharded(self) -> bool:
         return self.index is not None
+
+    @property
+    def gguf(self) -> bool:
+        return self.files[0].suffix.lower() in GGUF_EXT
 
 
 def _read_json(path: Path, what: str) -> dict:
@@ -77,7 +85,7 @@ def _shard_names(index: Path) -> list[str]:
 
 
 def _is_weight_file(p: Path) -> bool:
-    return p.is_file() and p.suffix.lower() in SAFETENSORS_EXT + PICKLE_EXT
+    return p.is_file() and p.suffix.lower() in SAFETENSORS_EXT + PICKLE_EXT + GGUF_EXT
 
 
 def resolve_t5_source(path) -> T5Source:
@@ -114,6 +122,9 @@ def resolve_t5_source(path) -> T5Source:
                 f"{folder} has no index naming it (found {', '.join(i.name for i in indexes) or 'no *.index.json'}); "
                 f"expected {' or '.join(INDEX_NAMES)} beside the shards (download it with them)")
 
+    if index is None and path.suffix.lower() in GGUF_EXT:  # a GGUF holds its own hyperparameters
+        return T5Source(chosen=path, files=[path], hf_config=read_gguf_header(path).config,
+                        config_name="the GGUF metadata")
     cfg_path = folder / "config.json"
     hf_config = _read_json(cfg_path, "T5 config") if cfg_path.is_file() else None
     if index is None:
@@ -165,6 +176,9 @@ def tensor_meta(files: list[Path]) -> dict[str, tuple[tuple[int, ...], torch.dty
             for k, v in read_safetensors_header(f).items():
                 if k != "__metadata__":
                     meta.setdefault(normalize_key(k), (tuple(v["shape"]), _st_dtype(f, k, v["dtype"])))
+        elif f.suffix.lower() in GGUF_EXT:
+            for k, v in gguf_tensor_meta(f).items():
+                meta.setdefault(k, v)
         else:
             sd = load_state_dict(f)
             for k, v in sd.items():
@@ -232,6 +246,8 @@ def iter_pieces(path: Path, wanted: Callable[[str], bool], piece_bytes: int | No
                         mapped.close()
                     except BufferError:  # the caller still holds the last piece; the map closes with it
                         pass
+    elif path.suffix.lower() in GGUF_EXT:
+        yield from iter_gguf_pieces(path, wanted, piece_bytes)
     elif path.suffix.lower() in PICKLE_EXT:
         sd = load_state_dict(path)  # torch.load(weights_only=True): a pickle that would run code is refused
         for k in list(sd):
@@ -242,13 +258,23 @@ def iter_pieces(path: Path, wanted: Callable[[str], bool], piece_bytes: int | No
         del sd
     else:
         raise CheckpointError(f"{path}: unknown weight file type {path.suffix!r}; expected "
-                              f"{', '.join(SAFETENSORS_EXT + PICKLE_EXT)}")
+                              f"{', '.join(SAFETENSORS_EXT + PICKLE_EXT + GGUF_EXT)}")
 
 
 def iter_tensors(path: Path, wanted: Callable[[str], bool]) -> Iterator[tuple[str, torch.Tensor]]:
     """(normalized key, tensor) for the wanted keys of one file, one tensor in memory at a time."""
     for key, _shape, _r0, t in iter_pieces(path, wanted):
         yield key, t
+
+
+def file_weight_dtype(src: T5Source, meta: dict) -> torch.dtype:
+    """The dtype a file holds T5's weights in (`weight_dtype: default` keeps fp16 / bf16 / fp8): the final layer
+    norm's (in ComfyUI's scaled-fp8 files the fp16 of everything but the fp8 linear weights); in a GGUF the first
+    attention weight's, as llama.cpp keeps 1-D tensors F32 in every file type (quantised ones read as float32)."""
+    if src.gguf:
+        return meta[_PROBE][1]
+    final = meta.get("encoder.final_layer_norm.weight")
+    return (final or meta["shared.weight"])[1]
 
 
 def _check_is_t5(meta: dict, where) -> None:
@@ -261,9 +287,10 @@ def _check_is_t5(meta: dict, where) -> None:
                               f"(transformers / ComfyUI t5xxl layout)")
 
 
-def t5_config(meta: dict, hf_config: dict | None = None, where="T5") -> dict:
+def t5_config(meta: dict, hf_config: dict | None = None, where="T5", config_name: str = "config.json") -> dict:
     """The config for ComfyUI's T5 (keys of comfy/text_encoders/t5_config_xxl.json): from the HF config.json
-    when there is one, with everything the weights can tell taken from (and checked against) their shapes."""
+    (or a GGUF's metadata, in config.json names) when there is one, with everything the weights can tell taken from
+    (and checked against) their shapes."""
     _check_is_t5(meta, where)
     vocab, d_model = meta["shared.weight"][0]
     inner = meta[_PROBE][0][0]
@@ -285,17 +312,24 @@ def t5_config(meta: dict, hf_config: dict | None = None, where="T5") -> dict:
            "model_type": "umt5" if per_layer_bias else "t5"}
     max_distance = COMFY_REL_MAX_DISTANCE
     if hf_config:
+        # a GGUF names no activation: llama.cpp runs gated blocks with GELU and the others with ReLU, as the
+        # shapes already say (ggml-org/llama.cpp src/models/t5-enc.cpp)
         act = hf_config.get("dense_act_fn") or hf_config.get("feed_forward_proj", "").replace("gated-", "")
-        act = {"gelu_new": "gelu_pytorch_tanh", "gelu": "gelu_pytorch_tanh", "gelu_pytorch_tanh": "gelu_pytorch_tanh",
-               "relu": "relu"}.get(act, act)
-        if act not in ("gelu_pytorch_tanh", "relu"):
-            raise CheckpointError(f"{where}: config.json asks for the activation {act!r}; ComfyUI's T5 supports "
-                                  f"gelu_new (gated-gelu, T5 v1.1) and relu")
-        cfg["dense_act_fn"] = act
+        if act:
+            act = {"gelu_new": "gelu_pytorch_tanh", "gelu": "gelu_pytorch_tanh",
+                   "gelu_pytorch_tanh": "gelu_pytorch_tanh", "relu": "relu"}.get(act, act)
+            if act not in ("gelu_pytorch_tanh", "relu"):
+                raise CheckpointError(f"{where}: {config_name} asks for the activation {act!r}; ComfyUI's T5 "
+                                      f"supports gelu_new (gated-gelu, T5 v1.1) and relu")
+            cfg["dense_act_fn"] = act
         for k in ("d_model", "vocab_size", "num_layers", "num_heads", "d_kv", "d_ff"):
             if k in hf_config and hf_config[k] != cfg[k]:
-                raise CheckpointError(f"{where}: config.json says {k}={hf_config[k]} but the weights have {k}={cfg[k]}; "
-                                      f"expected a config.json that belongs to these weights")
+                raise CheckpointError(f"{where}: {config_name} says {k}={hf_config[k]} but the weights have "
+                                      f"{k}={cfg[k]}; expected a {config_name} that belongs to these weights")
+        eps = hf_config.get("layer_norm_epsilon")
+        if eps is not None and abs(eps - COMFY_LAYER_NORM_EPS) > 1e-4 * COMFY_LAYER_NORM_EPS:
+            raise CheckpointError(f"{where}: {config_name} says layer_norm_epsilon={eps:g}; ComfyUI's T5 uses "
+                                  f"{COMFY_LAYER_NORM_EPS:g} (all T5 v1.1 models)")
         buckets = hf_config.get("relative_attention_num_buckets", buckets)
         max_distance = hf_config.get("relative_attention_max_distance", max_distance)
     if buckets != COMFY_REL_BUCKETS or max_distance != COMFY_REL_MAX_DISTANCE:

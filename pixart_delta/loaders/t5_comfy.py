@@ -1,6 +1,6 @@
-"""The PixArt T5 as a ComfyUI CLIP: ComfyUI's own T5 filled shard by shard from the files t5.py reads, with a
-tokenizer that prepares prompts as t5_prompt.py does; and the choices of the loader node (files and sharded
-folders in models/text_encoders)."""
+"""The PixArt T5 as a ComfyUI CLIP: ComfyUI's own T5 filled shard by shard from the files t5.py reads (GGUFs
+dequantised on load, t5_gguf.py), with a tokenizer that prepares prompts as t5_prompt.py does; and the choices of
+the loader node (files, GGUF files and sharded folders in models/text_encoders)."""
 from __future__ import annotations
 
 import logging
@@ -11,7 +11,8 @@ import torch
 
 from .dtypes import T5_WEIGHT_DTYPES, chosen_dtype
 from .files import CheckpointError
-from .t5 import INDEX_NAMES, iter_pieces, resolve_t5_source, t5_config, tensor_meta
+from .t5 import INDEX_NAMES, file_weight_dtype, iter_pieces, resolve_t5_source, t5_config, tensor_meta
+from .t5_gguf import GGUF_EXT
 from .t5_prompt import max_tokens_for, prompt_token_ids
 
 log = logging.getLogger(__name__)
@@ -49,7 +50,8 @@ def _tokenizer_classes():
 
 
 def storage_dtype(weight_dtype: str, file_dtype: torch.dtype, load_device) -> torch.dtype:
-    """`default`: fp8/fp16/bf16 files stay as stored; fp32 files get ComfyUI's text-encoder dtype."""
+    """`default`: fp8/fp16/bf16 files stay as stored; fp32 files and quantised GGUFs (dequantised to fp32 as they
+    are read) get ComfyUI's text-encoder dtype."""
     dtype = chosen_dtype(weight_dtype, T5_WEIGHT_DTYPES)
     if dtype is not None:
         return dtype
@@ -70,7 +72,7 @@ def load_t5_clip(path, family: str = "alpha", max_tokens: int = 0, weight_dtype:
     src = resolve_t5_source(path)
     where = src.index.parent if src.sharded else src.files[0]
     meta = tensor_meta(src.files)
-    cfg = t5_config(meta, src.hf_config, where)
+    cfg = t5_config(meta, src.hf_config, where, src.config_name)
     scaled_fp8 = meta.get("scaled_fp8", (None, None))[1]
 
     if device == "cpu":
@@ -79,8 +81,7 @@ def load_t5_clip(path, family: str = "alpha", max_tokens: int = 0, weight_dtype:
         load_device, offload_device = mm.text_encoder_device(), mm.text_encoder_offload_device()
     else:
         raise ValueError(f"device {device!r}: expected default or cpu")
-    file_dtype = meta["encoder.final_layer_norm.weight"][1] if "encoder.final_layer_norm.weight" in meta else meta["shared.weight"][1]
-    dtype = storage_dtype(weight_dtype, file_dtype, load_device)
+    dtype = storage_dtype(weight_dtype, file_weight_dtype(src, meta), load_device)
     model_options = {"t5xxl_model_config": cfg, "load_device": load_device, "offload_device": offload_device,
                      "initial_device": offload_device}
     if scaled_fp8 is not None:  # ComfyUI's scaled-fp8 files: linear weights stay fp8 with their scales
@@ -152,9 +153,20 @@ def _sharded_folders() -> list[str]:
     return sorted(found)
 
 
+def _gguf_files() -> list[str]:
+    """GGUF files in models/text_encoders: ComfyUI lists only its own weight extensions there."""
+    import folder_paths
+    found = set()
+    for base in folder_paths.get_folder_paths(FOLDER):
+        if os.path.isdir(base):
+            files, _dirs = folder_paths.recursive_search(base, excluded_dir_names=[".git"])
+            found.update(folder_paths.filter_files_extensions(files, GGUF_EXT))
+    return sorted(found)
+
+
 def t5_choices() -> list[str]:
     import folder_paths
-    return sorted(set(folder_paths.get_filename_list(FOLDER)) | set(_sharded_folders()))
+    return sorted(set(folder_paths.get_filename_list(FOLDER)) | set(_gguf_files()) | set(_sharded_folders()))
 
 
 def resolve_choice(name: str) -> str:

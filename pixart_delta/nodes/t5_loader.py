@@ -1,4 +1,4 @@
-"""PixArt T5 Loader: a single-file or sharded Hugging Face T5 -> CLIP (core CLIPTextEncode encodes with it)."""
+"""PixArt T5 Loader: a single-file, GGUF or sharded Hugging Face T5 -> CLIP (core CLIPTextEncode encodes with it)."""
 from __future__ import annotations
 
 import comfy.utils
@@ -17,14 +17,15 @@ class PixArtT5Loader(io.ComfyNode):
             display_name="PixArt T5 Loader",
             category="PixArt/loaders",
             description="Loads the T5-XXL text encoder for PixArt from one file (t5xxl_fp16 / t5xxl_fp8_e4m3fn, as "
-                        "SD3/Flux use) or from a sharded Hugging Face folder (PixArt's text_encoder), shard by shard. "
+                        "SD3/Flux use, or a GGUF such as t5-v1_1-xxl-encoder-Q8_0.gguf, dequantised on load) or from "
+                        "a sharded Hugging Face folder (PixArt's text_encoder), shard by shard. "
                         "Prompts are cleaned, truncated and encoded as the diffusers PixArt pipelines do; padding "
                         "never reaches the model.",
             inputs=[
                 io.Combo.Input("t5_name", options=t5_choices(),
-                               tooltip="A file in models/text_encoders. For a sharded folder (config.json, "
-                                       "model.safetensors.index.json and model-0000N-of-0000M files) pick the folder "
-                                       "or any of its shards: the whole set is loaded."),
+                               tooltip="A file in models/text_encoders (.safetensors, .gguf, ...). For a sharded "
+                                       "folder (config.json, model.safetensors.index.json and model-0000N-of-0000M "
+                                       "files) pick the folder or any of its shards: the whole set is loaded."),
                 io.Combo.Input("family", options=list(FAMILY_TOKENS), default="alpha",
                                tooltip="alpha: PixArt-α, LCM, DMD, YOSO, PixArt-δ ControlNet (120 tokens). "
                                        "sigma: PixArt-Σ (300 tokens)."),
@@ -32,8 +33,9 @@ class PixArtT5Loader(io.ComfyNode):
                              tooltip="Token limit including the end token; 0 takes it from the family (120 / 300)."),
                 io.Combo.Input("weight_dtype", options=list(T5_WEIGHT_DTYPES), default="default",
                                tooltip="Storage dtype. default keeps fp16/bf16/fp8 files as they are and stores fp32 "
-                                       "files in ComfyUI's text-encoder dtype. The computation runs in fp32 whatever "
-                                       "the storage (fp8 weights are cast up)."),
+                                       "files and quantised GGUFs (Q8_0, Q5_K_M, ...: dequantised as they are read) "
+                                       "in ComfyUI's text-encoder dtype; fp8_e4m3fn halves that (T5-XXL: 4.8 GB). "
+                                       "The computation runs in fp32 whatever the storage (fp8 weights are cast up)."),
                 io.Combo.Input("device", options=["default", "cpu"], default="default",
                                tooltip="default: ComfyUI's text-encoder device; cpu keeps T5 off the GPU."),
                 io.Boolean.Input("clean_caption", default=True,
