@@ -27,21 +27,35 @@ from pixart_delta.tools.comfy_server import ComfyServer
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
                   "--hide-scrollbars", "--remote-debugging-port=0"]
-WIDTH, HEIGHT = 3000, 2000
-# Zoom 1, graph moved to the top left of the canvas, redrawn; returns the page rectangle to capture.
+# Room around the graph in the window: the frontend's menus and toolbars sit at its edges.
+WINDOW_MARGIN = 400
+PAD = 24
+# Zoom 1, graph (nodes with their title bars and badges, groups) moved to the top left of the canvas, redrawn;
+# returns the page rectangle to capture.
 FRAME_GRAPH = """(() => {
-  const c = app.canvas, nodes = app.graph._nodes, title = 30, pad = 24;
+  const c = app.canvas, title = LiteGraph.NODE_TITLE_HEIGHT, badge = 24, pad = %d;
   let x0 = Infinity, y0 = Infinity, x1 = -Infinity, y1 = -Infinity;
-  for (const n of nodes) {
-    x0 = Math.min(x0, n.pos[0]); y0 = Math.min(y0, n.pos[1] - title);
-    x1 = Math.max(x1, n.pos[0] + n.size[0]); y1 = Math.max(y1, n.pos[1] + n.size[1]);
-  }
+  const add = (x, y, w, h) => {
+    x0 = Math.min(x0, x); y0 = Math.min(y0, y); x1 = Math.max(x1, x + w); y1 = Math.max(y1, y + h);
+  };
+  for (const n of app.graph._nodes) add(n.pos[0], n.pos[1] - title - badge, n.size[0], n.size[1] + title + badge);
+  for (const g of app.graph._groups) add(...g._bounding);
   c.ds.scale = 1;
   c.ds.offset[0] = -x0 + pad; c.ds.offset[1] = -y0 + pad;
   c.setDirty(true, true); c.draw(true, true);
   const r = c.canvas.getBoundingClientRect();
   return {x: r.left, y: r.top, width: Math.min(x1 - x0 + 2 * pad, r.width), height: Math.min(y1 - y0 + 2 * pad, r.height)};
-})()"""
+})()""" % PAD
+
+
+def graph_extent(workflow: dict) -> tuple[float, float]:
+    """Width and height of a UI workflow's nodes (title bars included) and groups."""
+    boxes = [(n["pos"][0], n["pos"][1] - 30, n["size"][0], n["size"][1] + 30) for n in workflow["nodes"]]
+    boxes += [tuple(g["bounding"]) for g in workflow.get("groups", [])]
+    return (max(b[0] + b[2] for b in boxes) - min(b[0] for b in boxes),
+            max(b[1] + b[3] for b in boxes) - min(b[1] for b in boxes))
+
+
 FRONTEND_SETTINGS = {"Comfy.Minimap.Visible": False, "Comfy.Graph.CanvasInfo": False,
                      "LiteGraph.Canvas.LowQualityRenderingZoomThreshold": 0.2, "LiteGraph.Canvas.MinFontSizeForLOD": 1}
 
@@ -69,12 +83,16 @@ class Page:
 
 
 async def render(server_url: str, devtools: str, names: list[str], out_dir: Path) -> list[Path]:
+    workflows = {name: json.loads((ROOT / "example_workflows" / f"{name}.json").read_text()) for name in names}
+    extents = [graph_extent(w) for w in workflows.values()]
+    width = int(max(w for w, _ in extents)) + 2 * PAD + WINDOW_MARGIN
+    height = int(max(h for _, h in extents)) + 2 * PAD + 24 + WINDOW_MARGIN
     async with aiohttp.ClientSession() as http:
         async with http.get(f"{devtools}/json") as r:
             target = next(t for t in await r.json() if t["type"] == "page")
         async with http.ws_connect(target["webSocketDebuggerUrl"], max_msg_size=0) as ws:
             page = Page(ws)
-            await page.call("Emulation.setDeviceMetricsOverride", width=WIDTH, height=HEIGHT,
+            await page.call("Emulation.setDeviceMetricsOverride", width=width, height=height,
                             deviceScaleFactor=1, mobile=False)
             await page.call("Page.navigate", url=server_url + "/")
             deadline = time.time() + 120
@@ -84,8 +102,7 @@ async def render(server_url: str, devtools: str, names: list[str], out_dir: Path
                 await asyncio.sleep(1)
             await asyncio.sleep(3)
             written = []
-            for name in names:
-                workflow = json.loads((ROOT / "example_workflows" / f"{name}.json").read_text())
+            for name, workflow in workflows.items():
                 await page.js(f"app.loadGraphData({json.dumps(workflow)}, true, true, {json.dumps(name)})"
                               ".then(() => true)")
                 await asyncio.sleep(1.5)
@@ -112,7 +129,7 @@ def main(argv: list[str]) -> int:
         server.wait_ready()
         profile = work / "chromium"
         browser = subprocess.Popen([chromium, *CHROMIUM_FLAGS, f"--user-data-dir={profile}",
-                                    f"--window-size={WIDTH},{HEIGHT}", "about:blank"],
+                                    "about:blank"],
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             port_file = profile / "DevToolsActivePort"
