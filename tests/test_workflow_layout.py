@@ -22,8 +22,8 @@ MIN_WIDTH, MIN_WIDTH_WITH_WIDGETS = 140, 210
 TITLE_CHAR = 5.0
 TEXTAREA_NODES = {"CLIPTextEncode", "Note", "MarkdownNote"}
 TEXTAREA_MIN = 50
-# Textareas use 10 px monospace: 6 px a character, 11 px a line.
-TEXTAREA_CHAR, TEXTAREA_LINE = 6.0, 11
+# Textareas use 10 px monospace: 6 px a character, 11 px a line; they are 24 px narrower than their node.
+TEXTAREA_CHAR, TEXTAREA_LINE, TEXTAREA_INSET = 6.0, 11, 24
 
 
 def load(name: str) -> dict:
@@ -97,7 +97,7 @@ def note_problems(ui: dict) -> list[str]:
 
 
 def textarea_lines(text: str, width: float) -> int:
-    per_line = max(1, int((width - 24) / TEXTAREA_CHAR))
+    per_line = max(1, int((width - TEXTAREA_INSET) / TEXTAREA_CHAR))
     return sum(max(1, math.ceil(len(p) / per_line)) for p in text.split("\n"))
 
 

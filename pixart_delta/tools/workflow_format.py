@@ -87,7 +87,7 @@ NOTE_WIDTH = (700, 1200)          # the note spans the graph, within these bound
 ORDER_SWEEPS = 12
 # What a layout costs (_Drawing.cost), in px of the links' slopes and the heights of the graph and its bands.
 HIDDEN_COST, CROSSING_COST = 2000, 800    # a link behind a node or over a group's title; two links crossing
-HIDDEN_MARGIN = 4
+HIDDEN_MARGIN = 12               # how near a link may pass a node
 SEARCH_ROUNDS, CLEAR_STEPS = 6, 6
 VIEW = (1800, 950)                # the screen the saved view ("extra.ds") fits the graph to, zoom 0.6-1
 
@@ -231,6 +231,7 @@ def link_curve(start: tuple[float, float], end: tuple[float, float], steps: int 
 
 
 def _height_at(curve: list[tuple[float, float]], x: float) -> float:
+    """y of a link's curve (points left to right) at x, between the nearest points."""
     i = min(max(bisect.bisect_left(curve, (x, -math.inf)), 1), len(curve) - 1)
     (xa, ya), (xb, yb) = curve[i - 1], curve[i]
     return ya if xb == xa else ya + (yb - ya) * (x - xa) / (xb - xa)
@@ -387,7 +388,9 @@ class _Drawing:
                 upper, lower = top[n] - HIDDEN_MARGIN, top[n] + tall + HIDDEN_MARGIN
                 if n in (src, dst) or right < x0 or left > x1 or upper > high or lower < low:
                     continue
-                ys = [y for x, y in self.curve(i, top)[1] if left <= x <= right]
+                points = self.curve(i, top)[1]
+                ys = [y for x, y in points if left <= x <= right]
+                ys += [_height_at(points, x) for x in (left, right) if x0 <= x <= x1]
                 if ys and min(ys) <= lower and max(ys) >= upper:
                     found.append((n, min(ys), max(ys)))
         return found
@@ -459,6 +462,8 @@ def layout(api: dict, faces: dict[str, NodeFace], links: list[tuple[str, int, st
     best one as drawn (_Drawing.cost), each also with its nodes moved out of the way of the links, and then a
     local search over the orders (an item moved to another place in its column). Returns ({node: [x, y]},
     {node: [w, h]}, groups) in LiteGraph's terms: pos is the top left of the body, the title bar above it."""
+    if not api:
+        return {}, {}, []
     preds = {n: [] for n in api}
     succs = {n: [] for n in api}
     for src, _, dst, _ in links:
@@ -628,8 +633,9 @@ def api_to_ui(api: dict, node_classes: dict, display_names: dict | None = None, 
         by_id[link[1]]["outputs"][link[2]]["links"].append(link[0])
     boxes = [[p[0], p[1] - TITLE_HEIGHT, s[0], s[1] + TITLE_HEIGHT] for p, s in zip(pos.values(), size.values())]
     boxes += [g["bounding"] for g in groups]
-    left, top = min(b[0] for b in boxes), min(b[1] for b in boxes)
-    right, bottom = max(b[0] + b[2] for b in boxes), max(b[1] + b[3] for b in boxes)
+    left, top = min((b[0] for b in boxes), default=0), min((b[1] for b in boxes), default=0)
+    right = max((b[0] + b[2] for b in boxes), default=0)
+    bottom = max((b[1] + b[3] for b in boxes), default=0)
     if note:
         face = NodeFace("Model files", [], [], [Widget("text", note, "textarea")])
         width = min(max(right - left, NOTE_WIDTH[0]), NOTE_WIDTH[1])
