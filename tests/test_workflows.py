@@ -21,17 +21,23 @@ UI_DIR = PACK_ROOT / "example_workflows"
 
 
 # What each bundled workflow saves on the tiny models: {filename_prefix: (width, height)}. Generated images are
-# capped at TINY_MAX_SIZE (256); edge maps keep the size of the input picture that --tiny writes (512 x 384).
+# capped at TINY_MAX_SIZE (256): width/height inputs are capped at 256 and PixArt Resolution uses the 256 table
+# (2048x1152 asked -> 256x256 asked -> the 256x256 bucket, resized back to 256x256); edge maps keep the size of
+# the input picture that --tiny writes (512 x 384).
 INPUT_SIZE = (512, 384)
 EXPECTED_IMAGES = {
     "hed_edges": {"hed_edges": INPUT_SIZE, "hed_safe": INPUT_SIZE, "hed_scribble": INPUT_SIZE},
+    "pixart_controlnet_512_hed": {"pixart_controlnet_512_hed": (256, 256), "pixart_controlnet_512_hed_edges": INPUT_SIZE},
     "pixart_controlnet_hed": {"pixart_controlnet_hed": (256, 256), "pixart_controlnet_hed_edges": INPUT_SIZE},
     "pixart_controlnet_lcm": {"pixart_controlnet_lcm": (256, 256)},
     "pixart_dmd_1step": {"pixart_dmd_1step": (256, 256)},
     "pixart_lcm_4step": {"pixart_lcm_4step": (256, 256)},
+    "pixart_sigma_256": {"pixart_sigma_256": (256, 256)},
+    "pixart_sigma_2k": {"pixart_sigma_2k": (256, 256)},
     "pixart_sigma_t2i": {"pixart_sigma_t2i": (256, 256)},
     "pixart_tinyvae_decode": {"pixart_tinyvae_decode": (256, 256)},
     "sdxs_1step_tinyvae": {"sdxs_1step_tinyvae": (256, 256)},
+    "yoso_pixart1024_1step": {"yoso_pixart1024_1step": (256, 256)},
     "yoso_pixart_1step_ipi": {"yoso_pixart_1step_ipi": (256, 256)},
 }
 
@@ -63,10 +69,13 @@ def test_bundled_workflow_runs_on_tiny_models(comfy, comfy_dirs, name):
     assert got == expected, f"{name}: saved {got}, expected {expected}"
 
 
-@pytest.mark.parametrize("width,height", [(256, 256), (192, 320)])
+@pytest.mark.parametrize("width,height", [(256, 256), (192, 320), (200, 120)])
 def test_t2i_writes_the_requested_size(comfy, comfy_dirs, width, height):
+    """PixArt Resolution (node 5, the 256 table as under --tiny) -> KSampler -> VAE Decode -> PixArt Resize Back:
+    a bucket (192x320) or not (200x120 samples the 320x192 bucket), the saved image has the asked size."""
     graph = load_workflow("pixart_sigma_t2i")
-    graph["5"]["inputs"].update(width=width, height=height, batch_size=2)
+    assert graph["5"]["class_type"] == "PixArtResolution"
+    graph["5"]["inputs"].update(width=width, height=height, batch_size=2, native_size="256")
     graph["6"]["inputs"]["steps"] = 2
     write_for_workflow(graph, comfy_dirs["models"])
     images = saved_images(comfy.run(graph), comfy_dirs["output"])

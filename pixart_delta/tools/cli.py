@@ -14,6 +14,9 @@ from .comfy_runtime import ExecutionFailed, InProcessComfy, find_comfyui, requir
 
 
 TINY_MAX_SIZE = 256
+# PixArt Resolution picks its bucket from the MODEL's native size (a 2K model samples about 2048 px even when asked
+# for 256): under --tiny it uses the 256 table, whose square bucket is 256 x 256.
+TINY_NATIVE_SIZE = "256"
 
 
 def bundled_workflows() -> list[str]:
@@ -49,11 +52,15 @@ def apply_sets(graph: dict, sets: list[str]) -> None:
 
 
 def shrink_for_tiny(graph: dict) -> None:
+    """--tiny: every width/height input capped at TINY_MAX_SIZE, and PixArt Resolution's native_size set to
+    TINY_NATIVE_SIZE (with its asked size capped, a square asked size gives the 256 x 256 bucket)."""
     for node in graph.values():
         for key in ("width", "height"):
             v = node["inputs"].get(key)
             if isinstance(v, int) and v > TINY_MAX_SIZE:
                 node["inputs"][key] = TINY_MAX_SIZE
+        if node.get("class_type") == "PixArtResolution":
+            node["inputs"]["native_size"] = TINY_NATIVE_SIZE
 
 
 def write_missing_inputs(graph: dict, input_dir: Path) -> None:
@@ -198,7 +205,9 @@ def main(argv=None) -> int:
     run.add_argument("--comfyui", help="ComfyUI checkout (default: $COMFYUI_PATH, else the ComfyUI this pack is installed in, else ~/ComfyUI)")
     run.add_argument("--tiny", action="store_true",
                      help=f"write small random-weight models in the real layouts first (no downloads) and cap "
-                          f"image sizes at {TINY_MAX_SIZE} px: a smoke test of the whole chain")
+                          f"image sizes at {TINY_MAX_SIZE} px (width/height inputs capped; PixArt Resolution set to "
+                          f"native_size {TINY_NATIVE_SIZE}, so a 1024 or 2K model samples the 256 buckets): a smoke "
+                          f"test of the whole chain")
     run.add_argument("--out", default="out", help="output folder (default ./out)")
     run.add_argument("--set", action="append", metavar="NODE.INPUT=VALUE", help="override an input (JSON value)")
     run.set_defaults(func=cmd_run)
