@@ -40,3 +40,14 @@ def comfy(comfy_dirs):
 @pytest.fixture(scope="session")
 def models_dir(comfy, comfy_dirs):
     return comfy_dirs["models"]
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models gain nothing from threads, and on a busy 2-core machine OpenMP's spinning threads made each
+    forward ~40x slower; restored afterwards for the other modules."""
+    import torch
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -8,19 +8,9 @@ import torch
 from pixart_delta.tiny.t5 import TINY, random_t5_state_dict, write_hf_t5_folder, write_single_t5
 from t5_reference import LONG, PROMPTS, diffusers_embeds, encode, reference_encoder
 
-pytestmark = pytest.mark.comfyui
+pytestmark = [pytest.mark.comfyui, pytest.mark.usefixtures("one_torch_thread")]
 transformers = pytest.importorskip("transformers")
 diffusers = pytest.importorskip("diffusers")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # tiny models gain nothing from threads, and on a busy 2-core machine OpenMP's spinning threads made each
-    # forward ~40x slower; restored afterwards for the other modules
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

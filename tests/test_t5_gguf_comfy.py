@@ -10,7 +10,7 @@ from gguf_files import K_QUANT_TINY, write_gguf, write_t5_gguf
 from pixart_delta.tiny.t5 import TINY, random_t5_state_dict
 from t5_reference import LONG, PROMPTS, diffusers_embeds, encode, reference_encoder
 
-pytestmark = pytest.mark.comfyui
+pytestmark = [pytest.mark.comfyui, pytest.mark.usefixtures("one_torch_thread")]
 transformers = pytest.importorskip("transformers")
 diffusers = pytest.importorskip("diffusers")
 gguf = pytest.importorskip("gguf")
@@ -18,15 +18,6 @@ gguf = pytest.importorskip("gguf")
 # file type -> (config, per-tensor type overrides): Q4_K as a Q4_K_M-like mix (attn_v finer, as llama.cpp does)
 FILES = {"F32": (TINY, None), "F16": (TINY, None), "Q8_0": (TINY, None),
          "Q4_K": (K_QUANT_TINY, {"SelfAttention.v.": "Q8_0"})}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # as in test_t5_comfy.py: OpenMP's spinning threads make tiny forwards very slow on a busy 2-core machine
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")
