@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -101,8 +102,9 @@ def test_cli_queue_count_and_set(server, tmp_path):
     """`queue NAME --count 2 --set ...`: two variations (seed, seed + 1), both downloaded, different pictures."""
     name = "pixart_sigma_t2i" if "pixart_sigma_t2i" in bundled_workflows() else bundled_workflows()[0]
     graph = load_workflow(name)
-    sets = [f"{nid}.{k}={v}" for nid, n in small(graph).items() for k, v in n["inputs"].items()
-            if k in ("width", "height", "steps") and isinstance(v, int)]
+    # the sizes small() chose, and PixArt Resolution's native_size (else it samples the 1024 bucket)
+    sets = [f"{nid}.{k}={json.dumps(v)}" for nid, n in small(graph).items() for k, v in n["inputs"].items()
+            if k in ("width", "height", "steps", "native_size") and isinstance(v, (int, str))]
     args = [sys.executable, "-m", "pixart_delta", "queue", name, "--server", server.url, "--count", "2",
             "--out", str(tmp_path)]  # with the progress bar (on stderr)
     for s in sets:
