@@ -51,3 +51,10 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def tokenizer(comfy):
+    """The T5 tokenizer ComfyUI ships, as transformers reads it."""
+    import transformers
+    return transformers.T5TokenizerFast.from_pretrained(str(comfy.comfy_path / "comfy/text_encoders/t5_tokenizer"))

@@ -37,3 +37,9 @@ def diffusers_embeds(model, tokenizer, prompt, family="alpha", clean=True):
 
 def encode(clip, text):
     return clip.encode_from_tokens(clip.tokenize(text))
+
+
+def load(path, **kw):
+    """Our T5 CLIP from `path`, on the CPU."""
+    from pixart_delta.loaders.t5_comfy import load_t5_clip
+    return load_t5_clip(path, device="cpu", **kw)

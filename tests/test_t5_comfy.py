@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from pixart_delta.tiny.t5 import TINY, random_t5_state_dict, write_hf_t5_folder, write_single_t5
-from t5_reference import LONG, PROMPTS, diffusers_embeds, encode, reference_encoder
+from t5_reference import LONG, PROMPTS, diffusers_embeds, encode, load, reference_encoder
 
 pytestmark = [pytest.mark.comfyui, pytest.mark.usefixtures("one_torch_thread")]
 transformers = pytest.importorskip("transformers")
@@ -21,16 +21,6 @@ def t5_files(comfy, tmp_path_factory):
     write_single_t5(root / "t5xxl_fp32.safetensors", TINY, dtype=torch.float32)
     write_single_t5(root / "t5xxl_fp16.safetensors", TINY, dtype=torch.float16)
     return root
-
-
-@pytest.fixture(scope="module")
-def tokenizer(comfy):
-    return transformers.T5TokenizerFast.from_pretrained(str(comfy.comfy_path / "comfy/text_encoders/t5_tokenizer"))
-
-
-def load(path, **kw):
-    from pixart_delta.loaders.t5_comfy import load_t5_clip
-    return load_t5_clip(path, device="cpu", **kw)
 
 
 @pytest.mark.parametrize("choice", ["st/model-00001-of-00002.safetensors", "st/model-00002-of-00002.safetensors", "st",

@@ -8,7 +8,7 @@ import torch
 
 from gguf_files import K_QUANT_TINY, write_gguf, write_t5_gguf
 from pixart_delta.tiny.t5 import TINY, random_t5_state_dict
-from t5_reference import LONG, PROMPTS, diffusers_embeds, encode, reference_encoder
+from t5_reference import LONG, PROMPTS, diffusers_embeds, encode, load, reference_encoder
 
 pytestmark = [pytest.mark.comfyui, pytest.mark.usefixtures("one_torch_thread")]
 transformers = pytest.importorskip("transformers")
@@ -28,16 +28,6 @@ def gguf_files(comfy, tmp_path_factory):
         path = root / f"t5-v1_1-xxl-encoder-{file_type}.gguf"
         out[file_type] = (path, write_t5_gguf(path, cfg, file_type, overrides=overrides), cfg)
     return out
-
-
-@pytest.fixture(scope="module")
-def tokenizer(comfy):
-    return transformers.T5TokenizerFast.from_pretrained(str(comfy.comfy_path / "comfy/text_encoders/t5_tokenizer"))
-
-
-def load(path, **kw):
-    from pixart_delta.loaders.t5_comfy import load_t5_clip
-    return load_t5_clip(path, device="cpu", **kw)
 
 
 def _rounded(weights, dtype):
