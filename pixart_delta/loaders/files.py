@@ -251,3 +251,21 @@ def unwrap(sd: dict) -> dict:
         if isinstance(inner, dict) and inner and all(isinstance(v, torch.Tensor) for v in list(inner.values())[:8]):
             return inner
     return sd
+
+
+class PieceReader:
+    """Reads pieces of a file into a bytearray: one reused for every piece when the pieces are bounded (the caller
+    drops each piece before asking for the next), a fresh one per piece otherwise."""
+
+    def __init__(self, reuse: bool):
+        self.reuse, self.buffer = reuse, bytearray(0)
+
+    def read(self, fh, size: int) -> bytearray | None:
+        """`size` bytes from `fh`, or None when the file ends first."""
+        if not self.reuse or size > len(self.buffer):
+            buf = bytearray(size)
+            if self.reuse:
+                self.buffer = buf
+        else:
+            buf = self.buffer
+        return buf if fh.readinto(memoryview(buf)[:size]) == size else None

@@ -3,7 +3,6 @@ hed_comfy.py keeps it under ComfyUI's model management."""
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import torch
 from torch import nn

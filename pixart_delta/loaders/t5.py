@@ -20,7 +20,7 @@ from typing import Callable, Iterator
 
 import torch
 
-from .files import PICKLE_EXT, SAFETENSORS_EXT, CheckpointError, load_state_dict, read_safetensors_header, sniff_text
+from .files import PieceReader, PICKLE_EXT, SAFETENSORS_EXT, CheckpointError, load_state_dict, read_safetensors_header, sniff_text
 from .identify import T5_LOADER, identify
 from .t5_gguf import GGUF_EXT, gguf_tensor_meta, iter_gguf_pieces, read_gguf_header
 
@@ -200,7 +200,7 @@ def iter_pieces(path: Path, wanted: Callable[[str], bool], piece_bytes: int | No
     if path.suffix.lower() in SAFETENSORS_EXT:
         header = read_safetensors_header(path)
         items = sorted(((k, v) for k, v in header.items() if k != "__metadata__"), key=lambda kv: kv[1]["data_offsets"][0])
-        reuse = bytearray(0)
+        reader = PieceReader(reuse=piece_bytes is not None)
         with open(path, "rb") as fh:
             data_start = 8 + int.from_bytes(fh.read(8), "little")
             use_map = piece_bytes is not None and hasattr(mmap, "MADV_DONTNEED") and path.stat().st_size > 0
@@ -226,13 +226,8 @@ def iter_pieces(path: Path, wanted: Callable[[str], bool], piece_bytes: int | No
                         elif mapped is not None:
                             t = torch.frombuffer(mapped, dtype=dtype, count=count, offset=offset)
                         else:
-                            if piece_bytes is None or size > len(reuse):
-                                buf = bytearray(size)
-                                if piece_bytes is not None:
-                                    reuse = buf
-                            else:
-                                buf = reuse
-                            if fh.readinto(memoryview(buf)[:size]) != size:
+                            buf = reader.read(fh, size)
+                            if buf is None:
                                 raise CheckpointError(f"{path}: tensor {k} ends past the end of the file; truncated")
                             t = torch.frombuffer(buf, dtype=dtype, count=count)
                         yield key, shape, r0, t.reshape((n, *shape[1:]) if shape else shape)

@@ -19,7 +19,7 @@ from typing import Callable, Iterator
 import torch
 
 from .file_cache import FileCache
-from .files import CheckpointError, check_weight_file
+from .files import CheckpointError, PieceReader, check_weight_file
 from .identify import identify
 
 log = logging.getLogger(__name__)
@@ -222,7 +222,7 @@ def iter_gguf_pieces(path, wanted: Callable[[str], bool], piece_bytes: int | Non
     header = read_gguf_header(path)
     gguf = gguf_module()
     import numpy as np
-    reuse = bytearray(0)
+    reader = PieceReader(reuse=piece_bytes is not None)
     # our own read loop: gguf-py's tensors are views of one memory map, whose touched pages would stay resident
     with open(path, "rb") as fh:
         for t in header.tensors:
@@ -236,13 +236,8 @@ def iter_gguf_pieces(path, wanted: Callable[[str], bool], piece_bytes: int | Non
             for r0 in range(0, rows, step):
                 n = min(step, rows - r0)
                 size = n * row_bytes
-                if piece_bytes is None or size > len(reuse):
-                    buf = bytearray(size)
-                    if piece_bytes is not None:
-                        reuse = buf
-                else:
-                    buf = reuse
-                if fh.readinto(memoryview(buf)[:size]) != size:
+                buf = reader.read(fh, size)
+                if buf is None:
                     raise CheckpointError(f"{path}: tensor {t.name} ends past the end of the file; truncated "
                                           f"(download it again)")
                 shape = (n, *t.shape[1:]) if len(t.shape) > 1 else t.shape

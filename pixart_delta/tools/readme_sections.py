@@ -5,8 +5,6 @@ their notes, the model manifest and the nodes' own descriptions:
 """
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 
 from pixart_delta.tools.cli import bundled_workflows, load_workflow
 from pixart_delta.tools.comfy_runtime import PACK_ROOT as ROOT, InProcessComfy, require_comfyui
