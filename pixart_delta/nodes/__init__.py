@@ -2,9 +2,11 @@
 from typing_extensions import override
 from comfy_api.latest import ComfyExtension, io
 
-from . import controlnet, few_step, hed, pixart_loader, resolution, t5_loader, tiny_vae
+from . import (canny, controlnet, customnet, depth, few_step, hed, lineart, pixart_loader, resolution, sd15_control,
+               segmentation, t5_loader, tiny_vae)
 
-NODE_MODULES = (pixart_loader, t5_loader, controlnet, few_step, resolution, hed, tiny_vae)
+NODE_MODULES = (pixart_loader, t5_loader, controlnet, few_step, resolution, hed, canny, lineart, depth, segmentation,
+                tiny_vae, sd15_control, customnet)
 
 
 def all_nodes() -> list[type[io.ComfyNode]]:
