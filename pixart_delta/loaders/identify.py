@@ -14,6 +14,7 @@ PIXART_LOADER = ("PixArt Checkpoint Loader", "diffusion_models")
 CONTROLNET_LOADER = ("PixArt ControlNet Loader", "controlnet")
 T5_LOADER = ("PixArt T5 Loader", "text_encoders")
 HED_NODE = ("PixArt HED Edge Detector", "hed")
+LINEART_NODE = ("PixArt Lineart", "lineart")
 TINY_VAE_LOADER = ("PixArt Tiny VAE Loader (SDXS / TAESD)", "vae_approx")
 
 # Wrappers that other tools put in front of the key names.
@@ -185,6 +186,9 @@ def _family(k: _Keys, sd: Mapping | None) -> tuple[str, str, str | None, str]:
         return "sd_vae", "a full VAE (AutoencoderKL, as Stable Diffusion uses)", *_core("Load VAE", "vae")
     if k.exact("norm") and k.root("block1.convs."):
         return "hed", "the HED edge model (ControlNetHED.pth)", *_ours(HED_NODE, "use it with")
+    if k.exact("model0.1.weight") and k.root("model4.1.", "model2.0.conv_block."):
+        return ("lineart", "a lineart line-drawing model (sk_model.pth / sk_model2.pth)",
+                *_ours(LINEART_NODE, "use it with"))
     return "unknown", "", None, ""
 
 
