@@ -40,7 +40,7 @@ def test_workflows_section_is_up_to_date():
 
 
 def test_manifest_entries_are_well_formed():
-    folders = {"diffusion_models", "text_encoders", "vae", "vae_approx", "controlnet", "hed", "checkpoints",
+    folders = {"diffusion_models", "text_encoders", "vae", "vae_approx", "controlnet", "hed", "lineart", "checkpoints",
                "yoso_priors"}
     for f in MANIFEST["files"].values():
         assert f.folder in folders, f.target
