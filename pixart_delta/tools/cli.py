@@ -13,6 +13,7 @@ from . import API_DIR, PACK_ROOT
 from .comfy_runtime import ExecutionFailed, InProcessComfy, find_comfyui, require_comfyui
 
 
+DEFAULT_SERVER = "http://127.0.0.1:8188"
 TINY_MAX_SIZE = 256
 # PixArt Resolution picks its bucket from the MODEL's native size (a 2K model samples about 2048 px even when asked
 # for 256): under --tiny it uses the 256 table, whose square bucket is 256 x 256.
@@ -124,14 +125,23 @@ def cmd_ui(args) -> int:
 
 
 def cmd_queue(args) -> int:
-    """Posts a workflow to a running ComfyUI server, follows it and downloads the images."""
-    from .client import PromptError, queue_workflow
+    """Posts a workflow to a running ComfyUI server (or spreads it over several), follows it and downloads the
+    images."""
+    from .client import PromptError, queue_on_servers, queue_workflow
     graph = load_workflow(args.workflow)
     apply_sets(graph, args.set or [])
     out_dir = Path(args.out).resolve()
+    servers = args.server or [DEFAULT_SERVER]
+    reports = []
     try:
-        results = queue_workflow(args.server, graph, out_dir, count=args.count, images=args.image or [],
-                                 progress=not args.quiet, timeout=args.timeout)
+        if len(servers) == 1:
+            results = queue_workflow(servers[0], graph, out_dir, count=args.count, images=args.image or [],
+                                     progress=not args.quiet, timeout=args.timeout)
+        else:
+            run = queue_on_servers(servers, graph, out_dir, Path(args.workflow).stem, count=args.count,
+                                   images=args.image or [], progress=not args.quiet, timeout=args.timeout,
+                                   answer_timeout=args.server_timeout)
+            results, reports = run.jobs, run.servers
     except (ValueError, ConnectionError, PromptError, TimeoutError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
@@ -143,8 +153,14 @@ def cmd_queue(args) -> int:
                   file=sys.stderr)
         for p in job.images:
             print(p)
+    for r in reports:
+        if r.lost is not None:
+            print(f"lost server {r.url}: {r.lost}; {r.requeued} of its job(s) queued again on the others",
+                  file=sys.stderr)
     n_images = sum(len(j.images) for j in results)
     print(f"{len(results) - failed}/{len(results)} prompt(s) done, {n_images} image(s) saved in {out_dir}")
+    if reports:
+        print("per server: " + ", ".join(f"{r.url} {r.done} done" + (" (lost)" if r.lost else "") for r in reports))
     return 1 if failed else 0
 
 
@@ -217,7 +233,11 @@ def main(argv=None) -> int:
     ui.set_defaults(func=cmd_ui)
     queue = sub.add_parser("queue", help="queue a workflow on a running ComfyUI server and download the images")
     queue.add_argument("workflow", help="bundled name or a path to an API-format JSON")
-    queue.add_argument("--server", default="http://127.0.0.1:8188", help="ComfyUI URL (default http://127.0.0.1:8188)")
+    queue.add_argument("--server", action="append", metavar="URL",
+                       help=f"ComfyUI URL (default {DEFAULT_SERVER}); repeat it to spread the jobs over several "
+                            f"servers: each job goes to the server with the shortest queue, the jobs of a server "
+                            f"that stops answering run on the others, and the images are saved once each as "
+                            f"<workflow>_<job>_<n>.png")
     queue.add_argument("--set", action="append", metavar="NODE.INPUT=VALUE", help="override an input (JSON value)")
     queue.add_argument("--image", action="append", metavar="[NODE=]PATH",
                        help="upload a picture for the LoadImage node(s): one PATH feeds every LoadImage node, "
@@ -225,6 +245,9 @@ def main(argv=None) -> int:
     queue.add_argument("--out", default="out", help="where the images are downloaded (default ./out)")
     queue.add_argument("--count", type=int, default=1, help="queue N variations (every seed input + i)")
     queue.add_argument("--timeout", type=float, default=3600.0, help="give up after this many seconds")
+    queue.add_argument("--server-timeout", type=float, default=60.0,
+                       help="(several servers) drop a server that does not answer for this many seconds and run "
+                            "its jobs on the others (default 60)")
     queue.add_argument("--quiet", action="store_true", help="no progress bar")
     queue.set_defaults(func=cmd_queue)
     models = sub.add_parser("models", help="which weight files the workflows need, present or missing; --download "
