@@ -28,6 +28,9 @@ def read_safetensors_header(path: str | os.PathLike) -> dict:
             raise CheckpointError(f"{path}: {size} bytes, too short to be a safetensors file (expected an 8-byte header length)")
         (n,) = struct.unpack("<Q", head)
         if n > size - 8:
+            pickled = _pickle_container(path, head)
+            if pickled:
+                raise CheckpointError(misnamed_pickle_message(path, pickled))
             raise CheckpointError(f"{path}: header says {n} bytes of JSON but the file has {size} bytes; not a safetensors file, or truncated")
         try:
             header = json.loads(f.read(n))
@@ -43,6 +46,29 @@ def read_safetensors_header(path: str | os.PathLike) -> dict:
         raise CheckpointError(f"{path}: truncated: its tensors need {8 + n + end} bytes but the file has {size} "
                               f"(download it again)")
     return header
+
+
+def _pickle_container(path: Path, head: bytes) -> str | None:
+    """What torch.save wrote, when a file that should be safetensors begins like one: "zip" (torch >= 1.6,
+    <archive>/data.pkl inside) or "pickle" (the legacy format: a pickle protocol 2-5 header); else None."""
+    if head.startswith(b"PK\x03\x04"):
+        import zipfile
+        try:
+            with zipfile.ZipFile(path) as z:
+                return "zip" if any(n.endswith("data.pkl") for n in z.namelist()) else None
+        except (zipfile.BadZipFile, OSError):
+            return None
+    if len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5:
+        return "pickle"
+    return None
+
+
+def misnamed_pickle_message(path: Path, container: str) -> str:
+    kind = "a zip archive holding data.pkl" if container == "zip" else "a pickle stream"
+    return (f"{path}: this is a PyTorch pickle file (torch.save: {kind}) under a {path.suffix} name, not "
+            f"safetensors; ComfyUI's safetensors reader reports such files as 'HeaderTooLarge'. Rename it to "
+            f"{path.stem}.pt: .pt files are read with torch.load(weights_only=True), which loads tensors only and "
+            f"refuses anything that would run code")
 
 
 def load_state_dict(path: str | os.PathLike, device="cpu") -> dict[str, torch.Tensor]:
