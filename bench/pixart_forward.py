@@ -3,8 +3,11 @@ our ComfyUI MODEL's apply_model (our network alone when no ComfyUI checkout is f
 PixArtTransformer2DModel on the same weights, interleaved runs, median of N. Besides the ratio of the
 medians it prints the median of the per-round ratios, which cancels load drifts between rounds.
 
-    python bench/pixart_forward.py [--runs 5] [--px 256]
+    python bench/pixart_forward.py [--runs 5] [--px 256] [--attention all]
 Target: ratio ours / diffusers <= 1.0.
+--attention all adds one contender per attention function ComfyUI registers here (comfy/ldm/modules/attention.py
+REGISTERED_ATTENTION_FUNCTIONS: pytorch, split, sub_quad on CPU), each forced through an
+optimized_attention_override as an attention node would install it; "ours (ComfyUI MODEL)" is ComfyUI's selection.
 """
 from __future__ import annotations
 
@@ -27,6 +30,8 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--px", type=int, default=256)
+    ap.add_argument("--attention", choices=["selected", "all"], default="selected",
+                    help="all: also time the MODEL with each attention function ComfyUI registers")
     args = ap.parse_args()
 
     from diffusers import PixArtTransformer2DModel
@@ -67,6 +72,12 @@ def main():
     if comfy_path is not None:
         sigma = model.model_sampling.sigma(t)
         contenders["ours (ComfyUI MODEL)"] = lambda: model.apply_model(x, sigma, c_crossattn=ctx)
+        if args.attention == "all":
+            import comfy.ldm.modules.attention as attn
+            for name, fn in attn.REGISTERED_ATTENTION_FUNCTIONS.items():
+                opts = {"optimized_attention_override": lambda _selected, *a, _fn=fn, **kw: _fn(*a, **kw)}
+                contenders[f"ours, attention {name}"] = \
+                    lambda opts=opts: model.apply_model(x, sigma, c_crossattn=ctx, transformer_options=opts)
     else:
         contenders["ours (network)"] = lambda: net(x, t, ctx)
 
@@ -78,7 +89,7 @@ def main():
     for name, ts in times.items():
         med = statistics.median(ts)
         paired = statistics.median(a / b for a, b in zip(ts, base))
-        print(f"  {name:22s} {med:7.3f} s   ratio of medians {med / statistics.median(base):.3f}   "
+        print(f"  {name:26s} {med:7.3f} s   ratio of medians {med / statistics.median(base):.3f}   "
               f"median per-round ratio {paired:.3f}")
 
 

@@ -19,7 +19,7 @@ from pixart_delta.models.pixart import PixArt
 from pixart_delta.models.pixart_controlnet import PixArtControlNetBranch, PixArtControlRun
 from reference import rel_norm
 
-HEADS = 16
+HEAD_DIM = 72   # PixArt's heads are 72 wide at every size (hidden 1152 = 16 heads)
 
 
 # ---------------------------------------------------------------- the reference (plain torch)
@@ -58,8 +58,8 @@ def pos_embed(dim, gh, gw, base_size, interp):
 
 def attend(q, k, v, key_keep=None):
     B, N, C = q.shape
-    d = C // HEADS
-    q, k, v = (z.reshape(B, -1, HEADS, d).permute(0, 2, 1, 3) for z in (q, k, v))
+    d = HEAD_DIM
+    q, k, v = (z.reshape(B, -1, C // d, d).permute(0, 2, 1, 3) for z in (q, k, v))
     scores = q @ k.transpose(-1, -2) / math.sqrt(d)
     if key_keep is not None:
         scores = scores.masked_fill(~key_keep[:, None, None, :], float("-inf"))
@@ -85,7 +85,10 @@ def block(x, y, t0, keep, sd, p):
 def reference_eps(sd, x, t, ctx, keep, c_size, c_ar, base_size, interp, hint=None, strength=1.0, micro=True):
     b = "base_model."
     B, _, H, W = x.shape
-    pe = pos_embed(1152, H // 2, W // 2, base_size, interp)
+    hidden = sd[b + "x_embedder.proj.weight"].shape[0]
+    depth = sum(k.startswith(b + "blocks.") and k.endswith(".attn.qkv.weight") for k in sd)
+    copies = sum(k.startswith("controlnet.") and k.endswith(".after_proj.weight") for k in sd)
+    pe = pos_embed(hidden, H // 2, W // 2, base_size, interp)
 
     def patch(z):
         return F.conv2d(z, sd[b + "x_embedder.proj.weight"], sd[b + "x_embedder.proj.bias"], stride=2) \
@@ -102,8 +105,8 @@ def reference_eps(sd, x, t, ctx, keep, c_size, c_ar, base_size, interp, hint=Non
     h = block(patch(x), y, t0, keep, sd, b + "blocks.0.")
     if hint is not None:
         c = h + lin(patch(hint), sd, "controlnet.0.before_proj")      # 4. c1 = C0(h0 + before_proj(c0))
-    for i in range(1, 28):
-        if hint is not None and i <= 13:
+    for i in range(1, depth):
+        if hint is not None and i <= copies:
             c = block(c, y, t0, keep, sd, f"controlnet.{i - 1}.copied_block.")
             h = h + strength * lin(c, sd, f"controlnet.{i - 1}.after_proj")   # s_{i-1} into B_i's input
         h = block(h, y, t0, keep, sd, f"{b}blocks.{i}.")

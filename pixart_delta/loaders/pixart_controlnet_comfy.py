@@ -21,6 +21,7 @@ from ..models.pixart import CONTROL_KEY, PixArt, PixArtBranchControl
 from ..models.pixart_controlnet import PixArtControlNetBranch, PixArtControlRun
 from .dtypes import CONTROLNET_WEIGHT_DTYPES, chosen_dtype
 from .files import CheckpointError
+from .pixart_comfy import comfy_attention
 from .pixart_controlnet import ControlNetFile, check_fit, log_warnings, read_controlnet
 
 
@@ -142,7 +143,7 @@ def load_pixart_controlnet(path, weight_dtype: str = "default", sd: dict | None 
     manual_cast = mm.unet_manual_cast(dtype, load_device)
     ops = comfy.ops.pick_operations(dtype, manual_cast, disable_fast_fp8=True)
     branch = PixArtControlNetBranch(info.hidden, info.num_heads, info.copies, dtype=dtype, device=offload_device,
-                                    operations=ops)
+                                    operations=ops, attention=comfy_attention)
     missing, unexpected = branch.load_state_dict(info.state_dict, strict=False)
     if missing or unexpected:  # read_controlnet checked the keys already; this would be a bug
         raise CheckpointError(f"{info.path}: ControlNet weights do not fit the branch: missing {missing[:3]}, "

@@ -40,13 +40,20 @@ def sincos_2d(dim: int, grid_h: int, grid_w: int, base_size: float, interpolatio
     return torch.cat([sincos_1d(dim // 2, c), sincos_1d(dim // 2, r)], dim=1).float()
 
 
-def attention(q, k, v, heads: int, key_mask: torch.Tensor | None = None) -> torch.Tensor:
-    """q [B,N,C], k/v [B,L,C]; key_mask [B,L] (True = attend). PyTorch SDPA, the fastest on CPU here."""
+def sdpa_attention(q, k, v, heads: int, mask: torch.Tensor | None = None, **kwargs) -> torch.Tensor:
+    """The network's attention outside ComfyUI, in the calling convention of ComfyUI's attention functions
+    (comfy/ldm/modules/attention.py optimized_attention): q [B,N,C], k/v [B,L,C], `heads`, an additive `mask`
+    broadcastable to [B,heads,N,L]; other keywords (transformer_options, attn_precision) are ignored."""
     b, n, c = q.shape
     q, k, v = (t.reshape(b, -1, heads, c // heads).transpose(1, 2) for t in (q, k, v))
-    attn_mask = None if key_mask is None else key_mask[:, None, None, :].to(torch.bool)
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
     return out.transpose(1, 2).reshape(b, n, c)
+
+
+def key_padding_bias(keep: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """keep [B,L] (True = real token) -> additive mask [B,1,1,L]: 0 / -10000 as diffusers' PixArt pipeline builds
+    it (diffusers models/transformers/pixart_transformer_2d.py), finite so chunked kernels never see a row of -inf."""
+    return torch.zeros(keep.shape, dtype=dtype, device=keep.device).masked_fill(~keep, -10000.0)[:, None, None, :]
 
 
 class Mlp(nn.Module):
@@ -60,46 +67,49 @@ class Mlp(nn.Module):
 
 
 class SelfAttention(nn.Module):
-    def __init__(self, dim, heads, ops=nn, dtype=None, device=None):
+    def __init__(self, dim, heads, ops=nn, dtype=None, device=None, attention=sdpa_attention):
         super().__init__()
-        self.heads = heads
+        self.heads, self.attend = heads, attention
         self.qkv = ops.Linear(dim, dim * 3, dtype=dtype, device=device)
         self.proj = ops.Linear(dim, dim, dtype=dtype, device=device)
 
-    def forward(self, x):
+    def forward(self, x, transformer_options={}):
         q, k, v = linear(self.qkv, x).chunk(3, dim=-1)
-        return linear(self.proj, attention(q, k, v, self.heads))
+        return linear(self.proj, self.attend(q, k, v, self.heads, attn_precision=torch.float32,
+                                             transformer_options=transformer_options))
 
 
 class CrossAttention(nn.Module):
-    def __init__(self, dim, heads, ops=nn, dtype=None, device=None):
+    def __init__(self, dim, heads, ops=nn, dtype=None, device=None, attention=sdpa_attention):
         super().__init__()
-        self.heads = heads
+        self.heads, self.attend = heads, attention
         self.q_linear = ops.Linear(dim, dim, dtype=dtype, device=device)
         self.kv_linear = ops.Linear(dim, dim * 2, dtype=dtype, device=device)
         self.proj = ops.Linear(dim, dim, dtype=dtype, device=device)
 
-    def forward(self, x, context, mask=None):
+    def forward(self, x, context, mask=None, transformer_options={}):
+        """mask: additive [B,1,1,L] (key_padding_bias) or None."""
         k, v = linear(self.kv_linear, context).chunk(2, dim=-1)
-        return linear(self.proj, attention(linear(self.q_linear, x), k, v, self.heads, mask))
+        return linear(self.proj, self.attend(linear(self.q_linear, x), k, v, self.heads, mask=mask,
+                                             attn_precision=torch.float32, transformer_options=transformer_options))
 
 
 class PixArtBlock(nn.Module):
-    def __init__(self, dim, heads, mlp_ratio=4.0, ops=nn, dtype=None, device=None):
+    def __init__(self, dim, heads, mlp_ratio=4.0, ops=nn, dtype=None, device=None, attention=sdpa_attention):
         super().__init__()
-        self.attn = SelfAttention(dim, heads, ops, dtype, device)
-        self.cross_attn = CrossAttention(dim, heads, ops, dtype, device)
+        self.attn = SelfAttention(dim, heads, ops, dtype, device, attention)
+        self.cross_attn = CrossAttention(dim, heads, ops, dtype, device, attention)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), ops=ops, dtype=dtype, device=device)
         self.scale_shift_table = nn.Parameter(torch.empty(6, dim, dtype=dtype, device=device))
 
-    def forward(self, x, context, t0, mask=None):
-        """x [B,N,C]; context [B,L,C] (projected text); t0 [B,6C]; mask [B,L] or None."""
+    def forward(self, x, context, t0, mask=None, transformer_options={}):
+        """x [B,N,C]; context [B,L,C] (projected text); t0 [B,6C]; mask: additive [B,1,1,L] or None."""
         b, _, c = x.shape
         mod = self.scale_shift_table[None].to(x) + t0.reshape(b, 6, c)
         shift1, scale1, gate1, shift2, scale2, gate2 = mod.chunk(6, dim=1)
         h = torch.addcmul(shift1, F.layer_norm(x, (c,), eps=1e-6), 1 + scale1)
-        x = torch.addcmul(x, gate1, self.attn(h))
-        x = x + self.cross_attn(x, context, mask)
+        x = torch.addcmul(x, gate1, self.attn(h, transformer_options))
+        x = x + self.cross_attn(x, context, mask, transformer_options)
         h = torch.addcmul(shift2, F.layer_norm(x, (c,), eps=1e-6), 1 + scale2)
         return torch.addcmul(x, gate2, self.mlp(h))
 
@@ -191,14 +201,17 @@ class PixArt(nn.Module):
 
     base_size: native latent size / patch (e.g. 64 for 1024 px) and pe_interpolation: the trained
     position-embedding scale; both are fixed properties of the checkpoint, never derived from the run.
+    attention: the attention function of every block, called as ComfyUI's optimized_attention is
+    (sdpa_attention; the ComfyUI glue passes ComfyUI's selected one, loaders/pixart_comfy.py).
     """
 
     def __init__(self, hidden_size=1152, depth=28, num_heads=16, patch_size=2, in_channels=4,
                  out_channels=8, caption_channels=4096, model_max_length=120, micro_condition=False,
                  base_size=64, pe_interpolation=2.0, mlp_ratio=4.0, image_model=None,
-                 dtype=None, device=None, operations=None, **kwargs):
+                 dtype=None, device=None, operations=None, attention=sdpa_attention, **kwargs):
         super().__init__()
         ops = operations or nn
+        self.attention = attention
         self.dtype = dtype
         self.hidden_size, self.depth, self.num_heads = hidden_size, depth, num_heads
         self.patch_size, self.in_channels, self.out_channels = patch_size, in_channels, out_channels
@@ -211,7 +224,7 @@ class PixArt(nn.Module):
         if micro_condition:
             self.csize_embedder = SizeEmbedder(hidden_size // 3, ops=ops, dtype=dtype, device=device)
             self.ar_embedder = SizeEmbedder(hidden_size // 3, ops=ops, dtype=dtype, device=device)
-        self.blocks = nn.ModuleList(PixArtBlock(hidden_size, num_heads, mlp_ratio, ops, dtype, device)
+        self.blocks = nn.ModuleList(PixArtBlock(hidden_size, num_heads, mlp_ratio, ops, dtype, device, attention)
                                     for _ in range(depth))
         self.final_layer = FinalLayer(hidden_size, patch_size, out_channels, ops, dtype, device)
 
@@ -256,8 +269,7 @@ class PixArt(nn.Module):
         if attention_mask is not None:
             mask = attention_mask.reshape(attention_mask.shape[0], -1).to(x.device) > 0
             mask = _per_sample(mask, b)
-            if bool(mask.all()):
-                mask = None
+            mask = None if bool(mask.all()) else key_padding_bias(mask, dtype)
 
         tokens = self.embed_image(x)
         t, t0 = self.embed_timestep(timesteps.to(x.device), dtype, c_size, c_ar)
@@ -265,9 +277,11 @@ class PixArt(nn.Module):
         residuals = _checked_residuals(control)
         # PixArt-δ ControlNet branches (models/pixart_controlnet.py) see h_i before any residual is added
         branches = [run.start(self, (h, w)) for run in transformer_options.get(CONTROL_KEY, ())]
+        opts = {**transformer_options, "total_blocks": len(self.blocks)}
         for i, block in enumerate(self.blocks):
-            tokens = block(tokens, y, t0, mask)
-            extra = [br.after_block(i, tokens, y, t0, mask) for br in branches]
+            opts["block_index"] = i
+            tokens = block(tokens, y, t0, mask, opts)
+            extra = [br.after_block(i, tokens, y, t0, mask, opts) for br in branches]
             if i < len(residuals) and residuals[i] is not None:
                 if residuals[i].shape[1:] != tokens.shape[1:]:
                     raise foreign_control(f"a ControlNet giving a residual of shape {tuple(residuals[i].shape)} "

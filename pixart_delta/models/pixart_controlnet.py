@@ -15,27 +15,29 @@ import torch
 import torch.nn as nn
 
 from .linear import linear
-from .pixart import PixArtBlock
+from .pixart import PixArtBlock, sdpa_attention
 
 
 class ControlBlock(nn.Module):
-    def __init__(self, hidden, heads, first: bool, ops=nn, dtype=None, device=None):
+    def __init__(self, hidden, heads, first: bool, ops=nn, dtype=None, device=None, attention=sdpa_attention):
         super().__init__()
-        self.copied_block = PixArtBlock(hidden, heads, ops=ops, dtype=dtype, device=device)
+        self.copied_block = PixArtBlock(hidden, heads, ops=ops, dtype=dtype, device=device, attention=attention)
         if first:
             self.before_proj = ops.Linear(hidden, hidden, dtype=dtype, device=device)
         self.after_proj = ops.Linear(hidden, hidden, dtype=dtype, device=device)
 
 
 class PixArtControlNetBranch(nn.Module):
-    """The `controlnet.*` part of a PixArt-δ file; `copies` residuals go after base blocks 0..copies-1."""
+    """The `controlnet.*` part of a PixArt-δ file; `copies` residuals go after base blocks 0..copies-1.
+    attention: as PixArt's (models/pixart.py; ComfyUI's selected function inside ComfyUI)."""
 
-    def __init__(self, hidden_size=1152, num_heads=16, copies=13, dtype=None, device=None, operations=None):
+    def __init__(self, hidden_size=1152, num_heads=16, copies=13, dtype=None, device=None, operations=None,
+                 attention=sdpa_attention):
         super().__init__()
         ops = operations or nn
         self.hidden_size, self.num_heads, self.copies = hidden_size, num_heads, copies
         self.dtype = dtype
-        self.controlnet = nn.ModuleList(ControlBlock(hidden_size, num_heads, i == 0, ops, dtype, device)
+        self.controlnet = nn.ModuleList(ControlBlock(hidden_size, num_heads, i == 0, ops, dtype, device, attention)
                                         for i in range(copies))
 
 
@@ -62,7 +64,7 @@ class _RunState:
         self.run, self.model = run, model
         self.c = None
 
-    def after_block(self, i, h, y, t0, mask):
+    def after_block(self, i, h, y, t0, mask, transformer_options={}):
         """h = output of base block i (before any residual); returns s_i, added to it, or None past the copies."""
         blocks = self.run.branch.controlnet
         if i >= len(blocks):
@@ -72,6 +74,6 @@ class _RunState:
             hint = self.run.hint.to(device=h.device, dtype=h.dtype)
             c0 = self.model.embed_image(hint)   # the base's own patch embedding + position embedding
             self.c = h + linear(cb.before_proj, c0)      # a hint of batch 1 broadcasts over the batch
-        self.c = cb.copied_block(self.c, y, t0, mask)
+        self.c = cb.copied_block(self.c, y, t0, mask, transformer_options)
         s = linear(cb.after_proj, self.c)
         return s if self.run.strength == 1.0 else s * self.run.strength
