@@ -84,6 +84,27 @@ def test_workflow_through_the_server(server, tmp_path, name):
             assert im.size[0] > 0 and im.size[1] > 0
 
 
+def test_preprocessors_on_a_512_px_picture_through_the_server(server, tmp_path):
+    """control_preprocessors as bundled (small() would cap its 512 detect resolutions): one 512 x 512 picture
+    through every preprocessor node; every map comes back at 512 x 512."""
+    import numpy as np
+    graph = load_workflow("control_preprocessors")
+    y, x = np.mgrid[0:512, 0:512]
+    rgb = np.stack([(x / 2) % 256, (y / 2) % 256, ((x - 256) ** 2 + (y - 256) ** 2 < 150 ** 2) * 255], -1)
+    picture = tmp_path / "picture_512.png"
+    Image.fromarray(rgb.astype("uint8")).save(picture)
+    loader = next(nid for nid, n in graph.items() if n["class_type"] == "LoadImage")
+    [job] = queue_workflow(server.url, graph, tmp_path / "out", images=[f"{loader}={picture}"], progress=False,
+                           timeout=900)
+    assert job.error is None, f"{job.error}\n{server.log_tail()}"
+    prefixes = {n["inputs"]["filename_prefix"] for n in graph.values() if n["class_type"] == "SaveImage"}
+    sizes = {}
+    for p in job.images:
+        with Image.open(p) as im:
+            sizes[p.name.rsplit("_", 2)[0]] = im.size
+    assert sizes == {p: (512, 512) for p in prefixes}
+
+
 def test_template_browser_lists_every_bundled_workflow(server):
     """ComfyUI serves the pack's example_workflows/ to its template browser: exactly the bundled workflows, each
     file byte for byte (and nothing else of ours, such as a stray JSON in workflows/)."""

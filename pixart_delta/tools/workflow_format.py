@@ -170,7 +170,7 @@ def class_group(class_type: str) -> str | None:
         return "Load models"
     if class_type.endswith("TextEncode"):
         return "Prompt"
-    if "ControlNet" in class_type or "HED" in class_type:
+    if "ControlNet" in class_type or any(w in class_type for w in ("HED", "Canny", "Lineart", "Depth", "Segment")):
         return "Control"
     if any(word in class_type for word in ("Sampler", "Schedule", "Latent")):
         return "Sample"
