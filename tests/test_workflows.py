@@ -27,7 +27,8 @@ UI_DIR = PACK_ROOT / "example_workflows"
 INPUT_SIZE = (512, 384)
 EXPECTED_IMAGES = {
     "control_preprocessors": {p: INPUT_SIZE for p in ("control_canny", "control_canny_kornia", "control_lineart",
-                                                      "control_lineart_coarse", "control_hed")},
+                                                      "control_lineart_coarse", "control_hed", "control_depth",
+                                                      "control_seg")},
     "hed_edges": {"hed_edges": INPUT_SIZE, "hed_safe": INPUT_SIZE, "hed_scribble": INPUT_SIZE},
     "pixart_controlnet_512_hed": {"pixart_controlnet_512_hed": (256, 256), "pixart_controlnet_512_hed_edges": INPUT_SIZE},
     "pixart_controlnet_hed": {"pixart_controlnet_hed": (256, 256), "pixart_controlnet_hed_edges": INPUT_SIZE},
