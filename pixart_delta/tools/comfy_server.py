@@ -44,7 +44,7 @@ class ComfyServer:
     """`python main.py --cpu --listen 127.0.0.1 --port P --base-directory BASE` as a child process."""
 
     def __init__(self, comfy_path: Path, base: Path, port: int | None = None, extra_args: list[str] = (),
-                 settings: dict | None = None):
+                 settings: dict | None = None, env: dict | None = None):
         self.base = prepare_base(base, settings)
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -54,7 +54,7 @@ class ComfyServer:
                "--base-directory", str(self.base), "--database-url", f"sqlite:///{self.base / 'user' / 'comfyui.db'}",
                "--disable-auto-launch", "--preview-method", "none", *extra_args]
         self.proc = subprocess.Popen(cmd, cwd=comfy_path, stdout=self.log, stderr=subprocess.STDOUT,
-                                     env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                                     env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
 
     def wait_ready(self, timeout: float = 300) -> "ComfyServer":
         """Returns once the server lists the pack's nodes; raises with the log tail if it dies or stalls."""
