@@ -42,6 +42,7 @@ def test_workflows_section_is_up_to_date():
 def test_manifest_entries_are_well_formed():
     folders = {"diffusion_models", "text_encoders", "vae", "vae_approx", "controlnet", "hed", "lineart", "checkpoints",
                "yoso_priors"}
+    folders |= {"depth", "segmentation"}   # transformers model folders (DPT, UperNet)
     for f in MANIFEST["files"].values():
         assert f.folder in folders, f.target
         assert re.fullmatch(r"[\w.-]+/[\w.-]+", f.repo), f.target
