@@ -3,14 +3,12 @@ LoadImage -> node -> SaveImage (512 px, as in the server test), the model cached
 the Hugging Face cache location, wrong folders named in the error."""
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import sys
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from pixart_delta.tiny import write_for_workflow

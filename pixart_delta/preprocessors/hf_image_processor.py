@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-PIL_NEAREST, PIL_BILINEAR, PIL_BICUBIC = 0, 2, 3
+PIL_BILINEAR, PIL_BICUBIC = 2, 3
 _MODES = {PIL_BILINEAR: "bilinear", PIL_BICUBIC: "bicubic"}
 
 IMAGENET_STANDARD = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
