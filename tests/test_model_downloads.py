@@ -41,7 +41,7 @@ def test_workflows_section_is_up_to_date():
 
 def test_manifest_entries_are_well_formed():
     folders = {"diffusion_models", "text_encoders", "vae", "vae_approx", "controlnet", "hed", "lineart", "checkpoints",
-               "yoso_priors"}
+               "yoso_priors", "loras"}
     folders |= {"depth", "segmentation"}   # transformers model folders (DPT, UperNet)
     for f in MANIFEST["files"].values():
         assert f.folder in folders, f.target
@@ -51,6 +51,24 @@ def test_manifest_entries_are_well_formed():
         assert all(t in MANIFEST["files"] for t in f.with_), f.target
     hed = MANIFEST["files"]["hed/ControlNetHED.pth"]  # the one file whose size and hash are published
     assert (hed.size, hed.sha256) == (29444406, "5ca93762ffd68a29fee1af9d495bf6aab80ae86f08905fb35472a083a4c7a8fa")
+
+
+def test_controlnet_plus_plus_files_get_distinct_names():
+    """limingcv/reward_controlnet publishes all five ControlNet++ models as
+    checkpoints/<condition>/controlnet/diffusion_pytorch_model.safetensors: one download must not overwrite another."""
+    rows = [f for f in MANIFEST["files"].values() if f.repo == "limingcv/reward_controlnet"]
+    by_condition = {f.path.split("/")[1]: f.target for f in rows}
+    assert by_condition == {c: f"controlnet/controlnet_pp_sd15_{c}.safetensors"
+                            for c in ("canny", "hed", "lineart", "depth", "seg")}
+    assert {f.path.rsplit("/", 1)[1] for f in rows} == {"diffusion_pytorch_model.safetensors"}
+    assert len({f.target for f in rows}) == len(rows) == 5
+
+
+def test_yoso_sd15_lora_is_stored_under_a_pickle_name():
+    """The published yoso_lora.safetensors is a torch pickle: saved as .pt, core's loader opens it with
+    torch.load(weights_only=True) instead of failing in safetensors (HeaderTooLarge)."""
+    [row] = [f for f in MANIFEST["files"].values() if f.repo == "Luo-Yihong/yoso_sd1.5_lora"]
+    assert (row.path, row.target) == ("yoso_lora.safetensors", "loras/yoso_sd15_lora.pt")
 
 
 def test_companions_come_with_the_t5_shard():

@@ -29,6 +29,11 @@ EXPECTED_IMAGES = {
     "control_preprocessors": {p: INPUT_SIZE for p in ("control_canny", "control_canny_kornia", "control_lineart",
                                                       "control_lineart_coarse", "control_hed", "control_depth",
                                                       "control_seg")},
+    "controlnet_pp_canny": {"controlnet_pp_canny": (256, 256), "controlnet_pp_canny_condition": (256, 256)},
+    "controlnet_pp_depth": {"controlnet_pp_depth": (256, 256), "controlnet_pp_depth_condition": (256, 256)},
+    "controlnet_pp_hed": {"controlnet_pp_hed": (256, 256), "controlnet_pp_hed_condition": (256, 256)},
+    "controlnet_pp_lineart": {"controlnet_pp_lineart": (256, 256), "controlnet_pp_lineart_condition": (256, 256)},
+    "controlnet_pp_seg": {"controlnet_pp_seg": (256, 256), "controlnet_pp_seg_condition": (256, 256)},
     "hed_edges": {"hed_edges": INPUT_SIZE, "hed_safe": INPUT_SIZE, "hed_scribble": INPUT_SIZE},
     "pixart_controlnet_512_hed": {"pixart_controlnet_512_hed": (256, 256), "pixart_controlnet_512_hed_edges": INPUT_SIZE},
     "pixart_controlnet_hed": {"pixart_controlnet_hed": (256, 256), "pixart_controlnet_hed_edges": INPUT_SIZE},
@@ -39,9 +44,14 @@ EXPECTED_IMAGES = {
     "pixart_sigma_2k": {"pixart_sigma_2k": (256, 256)},
     "pixart_sigma_t2i": {"pixart_sigma_t2i": (256, 256)},
     "pixart_tinyvae_decode": {"pixart_tinyvae_decode": (256, 256)},
+    "sd15_controlnet_canny": {"sd15_controlnet_canny": (256, 256), "sd15_controlnet_canny_edges": (256, 256)},
     "sdxs_1step_tinyvae": {"sdxs_1step_tinyvae": (256, 256)},
+    "sdxs_dreamshaper_1step": {"sdxs_dreamshaper_1step": (256, 256)},
+    "sdxs_sketch_1step": {"sdxs_sketch_1step": (256, 256)},
     "yoso_pixart1024_1step": {"yoso_pixart1024_1step": (256, 256)},
     "yoso_pixart_1step_ipi": {"yoso_pixart_1step_ipi": (256, 256)},
+    "yoso_sd15_lora_1step_ipi": {"yoso_sd15_lora_1step_ipi": (256, 256)},
+    "yoso_sd15_lora_2step": {"yoso_sd15_lora_2step": (256, 256)},
 }
 
 

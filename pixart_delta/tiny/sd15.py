@@ -6,7 +6,8 @@
   cldm model, the same SD1.5 parts plus `control_model.*` (hint block, 13 zero convolutions);
 - the five ControlNet++ files (limingcv/reward_controlnet checkpoints/<condition>/controlnet/
   diffusion_pytorch_model.safetensors): diffusers `ControlNetModel` keys at SD1.5 geometry (320/640/1280/1280,
-  cross-attention 768, 3 hint channels), stored under distinct names.
+  cross-attention 768, 3 hint channels), stored under distinct names;
+- SDXS-512-DreamShaper's tiny decoder (IDKiro/sdxs-512-dreamshaper vae/, AutoencoderTiny, as pixart_delta/tiny/tiny_vae.py).
 
 ComfyUI detects SD1.5 (checkpoints and ControlNets) only at full width, so these are full size and sparse in the
 way pixart_delta/tiny/sdxs.py writes SDXS: norms, biases and a few weights that carry the signal (UNet in/out
@@ -27,6 +28,7 @@ from .sdxs import _fill, write_sparse_safetensors
 
 SD15_FILE = "checkpoints/v1-5-pruned-emaonly.safetensors"
 CONTROLNET_10_CANNY_FILE = "controlnet/control_sd15_canny.pth"
+DREAMSHAPER_TINY_VAE_FILE = "vae_approx/sdxs-512-dreamshaper_tiny_vae.safetensors"
 CONTROLNET_PP_CONDITIONS = ("canny", "hed", "lineart", "depth", "seg")
 CONTROLNET_PP_FILES = {c: f"controlnet/controlnet_pp_sd15_{c}.safetensors" for c in CONTROLNET_PP_CONDITIONS}
 
@@ -160,7 +162,7 @@ class _SparseWriter:
         self.f.flush()
 
 
-def write_sparse_pickle(path: Path, shapes: dict[str, tuple], filled: dict[str, torch.Tensor],
+def write_pickle_with_holes(path: Path, shapes: dict[str, tuple], filled: dict[str, torch.Tensor],
                         dtype=torch.float16) -> Path:
     """torch.save of {key: tensor} (one storage per tensor, as a saved state dict has); unfilled tensors are zeros
     and stay holes on disk."""
@@ -180,7 +182,7 @@ def write_controlnet_10_canny(path: Path, seed: int = 2) -> Path:
     shapes.update(control)
     filled.update(_fill(control, seed + 1, random_weights=_random_where(control, CONTROL_RANDOM_PARTS)
                         + ("control_model.input_blocks.0.0.weight",)))
-    return write_sparse_pickle(path, shapes, filled)
+    return write_pickle_with_holes(path, shapes, filled)
 
 
 def write_controlnet_pp(path: Path, seed: int = 3) -> Path:
@@ -193,8 +195,15 @@ def _pp_writer(seed: int):
     return lambda path: write_controlnet_pp(path, seed)
 
 
+def write_dreamshaper_tiny_vae(path: Path) -> Path:
+    """IDKiro/sdxs-512-dreamshaper vae/: the same AutoencoderTiny layout as SDXS-512-0.9's tiny decoder."""
+    from .tiny_vae import write_autoencoder_tiny
+    return write_autoencoder_tiny(path)
+
+
 # The files of this module that the bundled workflows name (models/<folder>/<file>).
 FILES = {
+    DREAMSHAPER_TINY_VAE_FILE: write_dreamshaper_tiny_vae,
     SD15_FILE: write_sd15_checkpoint,
     CONTROLNET_10_CANNY_FILE: write_controlnet_10_canny,
     **{CONTROLNET_PP_FILES[c]: _pp_writer(10 + i) for i, c in enumerate(CONTROLNET_PP_CONDITIONS)},
