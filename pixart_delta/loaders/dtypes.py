@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from ..models.linear import cpu_computes_bf16
+
 WEIGHT_DTYPES: dict[str, torch.dtype | None] = {
     "default": None,    # the loader (ComfyUI's model management) chooses
     "fp32": torch.float32,
@@ -31,3 +33,9 @@ def chosen_dtype(name: str, choices: tuple[str, ...]) -> torch.dtype | None:
     if name not in choices:
         raise ValueError(f"weight_dtype {name!r}: expected one of {', '.join(choices)}")
     return WEIGHT_DTYPES[name]
+
+
+def computes_bf16_on_cpu(dtype: torch.dtype | None, device) -> bool:
+    """bf16 weights on a CPU with bf16 instructions compute in bf16 (loaders/dtypes_comfy.py); on other CPUs they
+    are only stored in bf16 and ComfyUI computes them in fp32."""
+    return dtype == torch.bfloat16 and torch.device(device).type == "cpu" and cpu_computes_bf16()

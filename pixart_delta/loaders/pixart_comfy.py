@@ -5,6 +5,8 @@ from __future__ import annotations
 import functools
 import logging
 
+import torch
+
 import comfy.cli_args
 import comfy.latent_formats
 import comfy.ldm.modules.attention as comfy_attention_module
@@ -16,6 +18,7 @@ import comfy.utils
 
 from ..models.pixart import PixArt, PixArtBranchControl, foreign_control
 from .dtypes import PIXART_WEIGHT_DTYPES, chosen_dtype
+from .dtypes_comfy import computes_bf16_on_cpu, unet_manual_cast
 from .pixart import inspect_checkpoint
 from .pixart_lora import lora_key_map
 from .pixart_lora_comfy import install_lora_hooks
@@ -100,7 +103,9 @@ def load_pixart_model(path, variant: str = "auto", weight_dtype: str = "default"
         dtype = mm.unet_dtype(model_params=comfy.utils.calculate_parameters(sd),
                               supported_dtypes=config.supported_inference_dtypes,
                               weight_dtype=comfy.utils.weight_dtype(sd))
-    config.set_inference_dtype(dtype, mm.unet_manual_cast(dtype, load_device, config.supported_inference_dtypes))
+    if computes_bf16_on_cpu(dtype, load_device):
+        config.unet_config["residual_dtype"] = torch.float32   # bf16 linears and attention, fp32 token stream
+    config.set_inference_dtype(dtype, unet_manual_cast(dtype, load_device, config.supported_inference_dtypes))
     model = config.get_model(sd, "", device=None).to(offload_device)
     model.load_model_weights(sd, "")
     logging.info("PixArt loader: %s -> %s (%s layout, %s latents, %s prediction, PE scale %s, base size %s, "

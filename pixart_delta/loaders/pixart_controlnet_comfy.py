@@ -20,6 +20,7 @@ import comfy.utils
 from ..models.pixart import CONTROL_KEY, PixArt, PixArtBranchControl
 from ..models.pixart_controlnet import PixArtControlNetBranch, PixArtControlRun
 from .dtypes import CONTROLNET_WEIGHT_DTYPES, chosen_dtype
+from .dtypes_comfy import unet_manual_cast
 from .files import CheckpointError
 from .pixart_comfy import comfy_attention
 from .pixart_controlnet import ControlNetFile, check_fit, log_warnings, read_controlnet
@@ -140,7 +141,7 @@ def load_pixart_controlnet(path, weight_dtype: str = "default", sd: dict | None 
     if dtype is None:
         dtype = mm.unet_dtype(model_params=comfy.utils.calculate_parameters(info.state_dict),
                               weight_dtype=comfy.utils.weight_dtype(info.state_dict))
-    manual_cast = mm.unet_manual_cast(dtype, load_device)
+    manual_cast = unet_manual_cast(dtype, load_device)   # bf16 on a bf16-capable CPU: computed in bf16
     ops = comfy.ops.pick_operations(dtype, manual_cast, disable_fast_fp8=True)
     branch = PixArtControlNetBranch(info.hidden, info.num_heads, info.copies, dtype=dtype, device=offload_device,
                                     operations=ops, attention=comfy_attention)

@@ -90,6 +90,10 @@ def load_t5_clip(path, family: str = "alpha", max_tokens: int = 0, weight_dtype:
                      where, scaled_fp8, weight_dtype)
         model_options["t5xxl_scaled_fp8"] = scaled_fp8
     model_options["dtype"] = dtype
+    if scaled_fp8 is None:
+        from .dtypes_comfy import BF16ComputeOps, computes_bf16_on_cpu
+        if computes_bf16_on_cpu(dtype, load_device):  # else ComfyUI's manual_cast: every layer in fp32
+            model_options["custom_operations"] = BF16ComputeOps
 
     class Target:
         params = {}

@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .linear import linear
+from .linear import linear, weight_dtype_input
 
 
 def timestep_embedding(t: torch.Tensor, dim: int = 256, max_period: float = 10000.0) -> torch.Tensor:
@@ -63,7 +63,7 @@ class Mlp(nn.Module):
         self.fc2 = ops.Linear(hidden, out or dim, dtype=dtype, device=device)
 
     def forward(self, x):
-        return linear(self.fc2, F.gelu(linear(self.fc1, x), approximate="tanh"))
+        return linear(self.fc2, linear(self.fc1, x, gelu_tanh=True))
 
 
 class SelfAttention(nn.Module):
@@ -90,6 +90,7 @@ class CrossAttention(nn.Module):
     def forward(self, x, context, mask=None, transformer_options={}):
         """mask: additive [B,1,1,L] (key_padding_bias) or None."""
         k, v = linear(self.kv_linear, context).chunk(2, dim=-1)
+        mask = None if mask is None else mask.to(k.dtype)   # a branch may compute in another dtype than its MODEL
         return linear(self.proj, self.attend(linear(self.q_linear, x), k, v, self.heads, mask=mask,
                                              attn_precision=torch.float32, transformer_options=transformer_options))
 
@@ -122,7 +123,8 @@ class TimestepEmbedder(nn.Module):
                                  ops.Linear(dim, dim, dtype=dtype, device=device))
 
     def forward(self, t, dtype):
-        return self.mlp(timestep_embedding(t, self.freq_dim).to(dtype))
+        """The sinusoid in fp32 (as diffusers keeps it), the MLP in `dtype` or in its layers' bf16."""
+        return linear(self.mlp[2], self.mlp[1](linear(self.mlp[0], timestep_embedding(t, self.freq_dim).to(dtype))))
 
 
 class SizeEmbedder(TimestepEmbedder):
@@ -140,7 +142,7 @@ class PatchEmbed(nn.Module):
     def forward(self, x):
         # contiguous: elementwise ops keep an input's strides, so transposed tokens would make every block's
         # layer norm copy and its linears fall back to unfused matmuls
-        return self.proj(x).flatten(2).transpose(1, 2).contiguous()
+        return self.proj(weight_dtype_input(self.proj, x)).flatten(2).transpose(1, 2).contiguous()
 
 
 class CaptionEmbedder(nn.Module):
@@ -203,16 +205,21 @@ class PixArt(nn.Module):
     position-embedding scale; both are fixed properties of the checkpoint, never derived from the run.
     attention: the attention function of every block, called as ComfyUI's optimized_attention is
     (sdpa_attention; the ComfyUI glue passes ComfyUI's selected one, loaders/pixart_comfy.py).
+    residual_dtype: the dtype of the token stream between the layers (residual sums, layer norms, modulation,
+    position embedding) when it differs from the compute dtype, i.e. the input's: fp32 for bf16 weights computing
+    on CPU (loaders/dtypes_comfy.py), where the linears and attention then run in bf16 (models/linear.py) and the
+    rounding errors of 28 residual additions stay out of the stream. None: the stream has the input's dtype.
     """
 
     def __init__(self, hidden_size=1152, depth=28, num_heads=16, patch_size=2, in_channels=4,
                  out_channels=8, caption_channels=4096, model_max_length=120, micro_condition=False,
                  base_size=64, pe_interpolation=2.0, mlp_ratio=4.0, image_model=None,
-                 dtype=None, device=None, operations=None, attention=sdpa_attention, **kwargs):
+                 dtype=None, device=None, operations=None, attention=sdpa_attention, residual_dtype=None, **kwargs):
         super().__init__()
         ops = operations or nn
         self.attention = attention
         self.dtype = dtype
+        self.residual_dtype = residual_dtype
         self.hidden_size, self.depth, self.num_heads = hidden_size, depth, num_heads
         self.patch_size, self.in_channels, self.out_channels = patch_size, in_channels, out_channels
         self.base_size, self.pe_interpolation = base_size, pe_interpolation
@@ -234,15 +241,16 @@ class PixArt(nn.Module):
         return sincos_2d(self.hidden_size, h // p, w // p, self.base_size, self.pe_interpolation, device)[None]
 
     def embed_image(self, x: torch.Tensor) -> torch.Tensor:
-        """Patch embedding + fixed position embedding: [B,C,H,W] -> [B,N,hidden]."""
-        return self.x_embedder(x) + self.pos_embed(x.shape[-2], x.shape[-1], x.device).to(x.dtype)
+        """Patch embedding + fixed position embedding: [B,C,H,W] -> [B,N,hidden] in the residual dtype."""
+        stream = self.residual_dtype or x.dtype
+        return self.x_embedder(x).to(stream) + self.pos_embed(x.shape[-2], x.shape[-1], x.device).to(stream)
 
     def embed_timestep(self, timesteps, dtype, c_size=None, c_ar=None):
         """Returns (t, t0): t for the final layer, t0 = the 6-way block modulation."""
         t = self.t_embedder(timesteps, dtype)
         if self.micro_conditioning:
             t = t + torch.cat([self.csize_embedder(c_size, dtype), self.ar_embedder(c_ar, dtype)], dim=1)
-        return t, self.t_block(t)
+        return t, linear(self.t_block[1], self.t_block[0](t))
 
     # -- forward --------------------------------------------------------------------------
     def forward(self, x, timesteps, context, attention_mask=None, c_size=None, c_ar=None,
@@ -255,7 +263,8 @@ class PixArt(nn.Module):
         p = self.patch_size
         if h % p or w % p:
             raise ValueError(f"PixArt needs a latent size divisible by {p}, got {h}x{w}")
-        dtype = x.dtype
+        # the compute dtype: the input's, or with a separate residual dtype the weights' (their bf16)
+        dtype = x.dtype if self.residual_dtype is None else (self.dtype or x.dtype)
         if self.micro_conditioning:
             if c_size is None:
                 c_size = torch.tensor([[h * 8, w * 8]], device=x.device).expand(b, 2)

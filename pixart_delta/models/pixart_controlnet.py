@@ -75,5 +75,5 @@ class _RunState:
             c0 = self.model.embed_image(hint)   # the base's own patch embedding + position embedding
             self.c = h + linear(cb.before_proj, c0)      # a hint of batch 1 broadcasts over the batch
         self.c = cb.copied_block(self.c, y, t0, mask, transformer_options)
-        s = linear(cb.after_proj, self.c)
+        s = linear(cb.after_proj, self.c).to(h.dtype)   # bf16 layers: scaled and summed in the fp32 stream
         return s if self.run.strength == 1.0 else s * self.run.strength
