@@ -1,9 +1,12 @@
 """Interleaved wall-clock timing shared by the benchmarks: every contender once per round, so machine load
-drifts affect all of them alike; callers take medians of the returned lists."""
+drifts affect all of them alike; callers take medians of the returned lists. rel_norm: the error measure they
+report for reduced-precision contenders."""
 from __future__ import annotations
 
 import time
 from typing import Callable
+
+import torch
 
 
 def interleaved_times(contenders: dict[str, Callable], runs: int, rotate: bool = False,
@@ -25,3 +28,8 @@ def interleaved_times(contenders: dict[str, Callable], runs: int, rotate: bool =
         if verbose:
             print(f"run {r + 1}/{runs}: " + ", ".join(f"{v[-1]:.2f}s" for v in times.values()), flush=True)
     return times
+
+
+def rel_norm(a: torch.Tensor, b: torch.Tensor) -> float:
+    """||a - b|| / ||b||, in fp32."""
+    return float((a.float() - b.float()).norm() / b.float().norm())

@@ -34,7 +34,9 @@ class PixArtControlNetLoader(io.ComfyNode):
                                        "base) and passed through. Leave it empty to get the ControlNet file's own "
                                        "base model as the MODEL output (the reference setup; full files only)."),
                 io.Combo.Input("weight_dtype", options=list(CONTROLNET_WEIGHT_DTYPES), default="default",
-                               tooltip="Storage dtype of the ControlNet weights; default lets ComfyUI choose."),
+                               tooltip="Storage dtype of the ControlNet weights; default lets ComfyUI choose "
+                                       "(--bf16-unet applies). bf16 on a CPU with bf16 instructions (avx512_bf16, "
+                                       "AMX) also computes the branch in bf16, as the MODEL's bf16 does."),
             ],
             outputs=[io.Model.Output(display_name="model"), io.ControlNet.Output(display_name="control_net")],
         )

@@ -35,7 +35,9 @@ class PixArtT5Loader(io.ComfyNode):
                                tooltip="Storage dtype. default keeps fp16/bf16/fp8 files as they are and stores fp32 "
                                        "files and quantised GGUFs (Q8_0, Q5_K_M, ...: dequantised as they are read) "
                                        "in ComfyUI's text-encoder dtype; fp8_e4m3fn halves that (T5-XXL: 4.8 GB). "
-                                       "The computation runs in fp32 whatever the storage (fp8 weights are cast up)."),
+                                       "The computation runs in fp32 (fp16/fp8 weights are cast up), except bf16 "
+                                       "weights on a CPU with bf16 instructions (avx512_bf16, AMX): their matrix "
+                                       "products run in bf16, about twice as fast."),
                 io.Combo.Input("device", options=["default", "cpu"], default="default",
                                tooltip="default: ComfyUI's text-encoder device; cpu keeps T5 off the GPU."),
                 io.Boolean.Input("clean_caption", default=True,
