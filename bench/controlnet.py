@@ -8,10 +8,12 @@ Target: ratio <= 1.5 (13 extra blocks of 28 plus 14 projections).
 
 --dtype bf16: the same controlled step with the MODEL and the ControlNet loaded with weight_dtype bf16 against the
 controlled step in fp32 (diffusers has no PixArt-δ ControlNet; our fp32 step matches the reference formula to 1e-4,
-tests/test_controlnet_parity.py), interleaved, and the relative error of the step's noise prediction
-(eps = (x - denoised) / sigma) against fp32. Target: ratio <= 0.5 on a CPU with bf16 instructions (avx512_bf16).
+tests/test_controlnet_parity.py), both as we run it (oneDNN linears, models/linear.py) and with the F.linear (MKL)
+kernels diffusers' fp32 models use, interleaved; and the relative error of the step's noise prediction
+(eps = (x - denoised) / sigma) against fp32. Target: bf16 / fp32-with-diffusers'-kernels <= 0.5 on a CPU with bf16
+instructions (avx512_bf16). --threads sets torch's thread count (1 gives steadier numbers on a shared machine).
 
-    python bench/controlnet.py [--runs 5] [--px 256] [--batch 2] [--dtype fp32|bf16]
+    python bench/controlnet.py [--runs 5] [--px 256] [--batch 2] [--dtype fp32|bf16] [--threads N]
 """
 from __future__ import annotations
 
@@ -41,7 +43,10 @@ def main():
     ap.add_argument("--batch", type=int, default=2)
     ap.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32",
                     help="bf16: controlled step in bf16 vs in fp32 instead of controlled vs uncontrolled")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     comfy_path = require_comfyui(why="the benchmark runs inside ComfyUI")
     tmp = Path(tempfile.mkdtemp(prefix="bench_controlnet_"))
     InProcessComfy.get(comfy_path, models_dir=tmp / "models", output_dir=tmp / "out")
@@ -89,7 +94,17 @@ def main():
         contenders = {"uncontrolled": lambda: step(models["fp32"], pos, neg),
                       "controlled": lambda: step(models["fp32"], *controlled["fp32"])}
     else:
-        contenders = {"controlled fp32": lambda: step(models["fp32"], *controlled["fp32"]),
+        import pixart_delta.models.linear as linears
+
+        def step_with_mkl_linears():
+            linears.ONEDNN = False
+            try:
+                return step(models["fp32"], *controlled["fp32"])
+            finally:
+                linears.ONEDNN = True
+
+        contenders = {"controlled fp32, F.linear (diffusers' kernels)": step_with_mkl_linears,
+                      "controlled fp32": lambda: step(models["fp32"], *controlled["fp32"]),
                       "controlled bf16": lambda: step(models["bf16"], *controlled["bf16"])}
         with torch.inference_mode():
             eps = {d: (noisy - step(models[d], *controlled[d])) / sigmas[0] for d in dtypes}
@@ -109,13 +124,16 @@ def main():
             print(f"run {r + 1}/{args.runs}: " + ", ".join(f"{k} {v[-1]:.2f}s" for k, v in times.items()), flush=True)
     shutil.rmtree(tmp, ignore_errors=True)
     med = {k: statistics.median(v) for k, v in times.items()}
-    (ref, ref_times), (new, new_times) = times.items()
-    pair = [c / u for c, u in zip(new_times, ref_times)]
     print(f"\nfull-size random PixArt-δ 1024 ControlNet, {args.px} px, batch {args.batch}, {args.dtype}, CPU "
           f"({torch.get_num_threads()} threads), median of {args.runs}")
-    print(f"{ref} step {med[ref]:.2f}s, {new} step {med[new]:.2f}s, ratio of medians {med[new] / med[ref]:.3f}")
-    print(f"per-run ratios (each pair measured back to back) {', '.join(f'{r:.3f}' for r in pair)}; "
-          f"median {statistics.median(pair):.3f} (target {'<= 1.5' if args.dtype == 'fp32' else '<= 0.5'})")
+    print(", ".join(f"{k} step {v:.2f}s" for k, v in med.items()))
+    names = list(times)
+    for ref in names[:-1]:
+        for new in names[names.index(ref) + 1:]:
+            pair = [c / u for c, u in zip(times[new], times[ref])]
+            print(f"{new} / {ref}: ratio of medians {med[new] / med[ref]:.3f}; per-run ratios (measured back to back) "
+                  f"{', '.join(f'{r:.3f}' for r in pair)}, median {statistics.median(pair):.3f}")
+    print(f"target: {'controlled / uncontrolled <= 1.5' if args.dtype == 'fp32' else 'bf16 / fp32 with diffusers kernels <= 0.5'}")
 
 
 if __name__ == "__main__":

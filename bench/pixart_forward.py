@@ -5,8 +5,9 @@ medians it prints the median of the per-round ratios, which cancels load drifts 
 error ||eps_ours - eps_diffusers|| / ||eps_diffusers|| of the noise prediction (with --dtype bf16 also that of
 diffusers' own model cast to bf16, for scale).
 
-    python bench/pixart_forward.py [--runs 5] [--px 256] [--dtype fp32|bf16] [--attention all]
+    python bench/pixart_forward.py [--runs 5] [--px 256] [--dtype fp32|bf16] [--attention all] [--threads N]
 Target: ratio ours / diffusers <= 1.0 in fp32; <= 0.5 in bf16 on a CPU with bf16 instructions (avx512_bf16).
+--threads sets torch's thread count (1 gives steadier numbers on a shared machine).
 --attention all adds one contender per attention function ComfyUI registers here (comfy/ldm/modules/attention.py
 REGISTERED_ATTENTION_FUNCTIONS: pytorch, split, sub_quad on CPU), each forced through an
 optimized_attention_override as an attention node would install it; "ours (ComfyUI MODEL)" is ComfyUI's selection.
@@ -35,7 +36,10 @@ def main():
     ap.add_argument("--attention", choices=["selected", "all"], default="selected",
                     help="all: also time the MODEL with each attention function ComfyUI registers")
     ap.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32", help="weight_dtype of our MODEL")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     from diffusers import PixArtTransformer2DModel
     kw = dict(**fx.FULL, micro=False, native_px=512, tokens=120)
