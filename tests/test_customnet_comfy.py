@@ -17,27 +17,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from reference import customnet_object
+
 pytestmark = pytest.mark.comfyui
 
 CFG = 3.0
 
 
 # ---------------- the reference, independent of the pack ----------------
-
-def ref_object(image_u8: np.ndarray, alpha_u8: np.ndarray) -> np.ndarray:
-    """ldm/util.py load_and_preprocess + add_margin (carvekit's matting replaced by the given alpha)."""
-    import cv2
-    from PIL import Image
-    image = image_u8.copy()
-    fg = alpha_u8 > 127
-    image[~fg] = [255, 255, 255]
-    x, y, w, h = cv2.boundingRect(fg.astype(np.uint8))
-    pic = Image.fromarray(image[y:y + h, x:x + w, :])
-    pic.thumbnail([200, 200], Image.Resampling.LANCZOS)
-    out = Image.new(pic.mode, (256, 256), (255, 255, 255))
-    out.paste(pic, ((256 - pic.size[0]) // 2, (256 - pic.size[1]) // 2))
-    return np.array(out)
-
 
 def ref_clip_vision(vision_sd: dict, config: dict):
     """transformers CLIPVisionModelWithProjection from OpenAI CLIP `visual.*` weights (names mapped here)."""
@@ -163,7 +150,7 @@ def reference_eps(sd, sizes, object_u8, alpha_u8, box, polar, azimuth, text, bac
     import cv2
     inpaint = background_u8 is not None
     ctx = sizes["context"]
-    img_cond = torch.from_numpy(ref_object(object_u8, alpha_u8)).float().permute(2, 0, 1)[None] / 255.0 * 2 - 1
+    img_cond = torch.from_numpy(customnet_object(object_u8, alpha_u8)).float().permute(2, 0, 1)[None] / 255.0 * 2 - 1
     x0, y0, x1, y1 = box
     location = torch.ones_like(img_cond)
     location[:, :, y0:y1, x0:x1] = F.interpolate(img_cond, (y1 - y0, x1 - x0), mode="bilinear")
