@@ -345,3 +345,22 @@ def test_bad_files_are_named(comfy, comfy_dirs, files, damage):
     with pytest.raises(CheckpointError, match=want) as e:
         PixArtCustomNetLoader.execute(path.name)
     assert path.name in str(e.value)
+
+
+def test_ddim_uniform_50_visits_the_reference_timesteps(comfy, files):
+    """The bundled workflows' KSampler (ddim + ddim_uniform, 50 steps) on the loaded model visits the timesteps of
+    the reference's DDIM (customnet/ddim.py -> ldm make_ddim_timesteps "uniform": range(0, 1000, 1000 // 50) + 1,
+    i.e. 981, 961, ..., 1) at their sigmas under the training schedule, then sigma 0."""
+    import comfy.samplers
+    from pixart_delta.nodes.customnet import PixArtCustomNetLoader
+    (by_kind, _) = files
+    model = PixArtCustomNetLoader.execute(by_kind[False][0]).result[0]
+    sampling = model.get_model_object("model_sampling")
+    sigmas = comfy.samplers.calculate_sigmas(sampling, "ddim_uniform", 50)
+    timesteps = np.arange(0, 1000, 1000 // 50)[::-1] + 1
+    betas = np.linspace(0.00085 ** 0.5, 0.012 ** 0.5, 1000, dtype=np.float64) ** 2
+    alphas_cumprod = np.cumprod(1.0 - betas)
+    expected = np.sqrt((1 - alphas_cumprod[timesteps]) / alphas_cumprod[timesteps])
+    assert len(sigmas) == 51 and sigmas[-1] == 0
+    assert np.allclose(sigmas[:-1].double().numpy(), expected, rtol=1e-5, atol=0)
+    assert sampling.timestep(sigmas[:-1]).round().long().tolist() == timesteps.tolist()
