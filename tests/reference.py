@@ -1,5 +1,5 @@
 """Reference helpers several test files share: error measures, a stand-in denoiser, the published noise schedule,
-a pickle that would run code. Nothing here comes from the pack."""
+a pickle that would run code, CustomNet's object preprocessing. Nothing here comes from the pack."""
 from __future__ import annotations
 
 import os
@@ -37,3 +37,21 @@ class CodeRunningPickle:
 
     def __reduce__(self):
         return (os.system, (f"touch {self.marker}",))
+
+
+def customnet_object(image_u8, alpha_u8):
+    """TencentARC/CustomNet ldm/util.py load_and_preprocess + add_margin with carvekit's matting replaced by the
+    given alpha: alpha > 127 is the object, white elsewhere, crop to cv2.boundingRect, PIL thumbnail (200, 200)
+    LANCZOS, pasted at ((256 - w) // 2, (256 - h) // 2) on white 256x256. uint8 [256, 256, 3]."""
+    import cv2
+    import numpy as np
+    from PIL import Image
+    image = image_u8.copy()
+    fg = alpha_u8 > 127
+    image[~fg] = [255, 255, 255]
+    x, y, w, h = cv2.boundingRect(fg.astype(np.uint8))
+    pic = Image.fromarray(image[y:y + h, x:x + w, :])
+    pic.thumbnail([200, 200], Image.Resampling.LANCZOS)
+    out = Image.new(pic.mode, (256, 256), (255, 255, 255))
+    out.paste(pic, ((256 - pic.size[0]) // 2, (256 - pic.size[1]) // 2))
+    return np.array(out)

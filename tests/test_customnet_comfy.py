@@ -17,27 +17,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from reference import customnet_object
+
 pytestmark = pytest.mark.comfyui
 
 CFG = 3.0
 
 
 # ---------------- the reference, independent of the pack ----------------
-
-def ref_object(image_u8: np.ndarray, alpha_u8: np.ndarray) -> np.ndarray:
-    """ldm/util.py load_and_preprocess + add_margin (carvekit's matting replaced by the given alpha)."""
-    import cv2
-    from PIL import Image
-    image = image_u8.copy()
-    fg = alpha_u8 > 127
-    image[~fg] = [255, 255, 255]
-    x, y, w, h = cv2.boundingRect(fg.astype(np.uint8))
-    pic = Image.fromarray(image[y:y + h, x:x + w, :])
-    pic.thumbnail([200, 200], Image.Resampling.LANCZOS)
-    out = Image.new(pic.mode, (256, 256), (255, 255, 255))
-    out.paste(pic, ((256 - pic.size[0]) // 2, (256 - pic.size[1]) // 2))
-    return np.array(out)
-
 
 def ref_clip_vision(vision_sd: dict, config: dict):
     """transformers CLIPVisionModelWithProjection from OpenAI CLIP `visual.*` weights (names mapped here)."""
@@ -163,7 +150,7 @@ def reference_eps(sd, sizes, object_u8, alpha_u8, box, polar, azimuth, text, bac
     import cv2
     inpaint = background_u8 is not None
     ctx = sizes["context"]
-    img_cond = torch.from_numpy(ref_object(object_u8, alpha_u8)).float().permute(2, 0, 1)[None] / 255.0 * 2 - 1
+    img_cond = torch.from_numpy(customnet_object(object_u8, alpha_u8)).float().permute(2, 0, 1)[None] / 255.0 * 2 - 1
     x0, y0, x1, y1 = box
     location = torch.ones_like(img_cond)
     location[:, :, y0:y1, x0:x1] = F.interpolate(img_cond, (y1 - y0, x1 - x0), mode="bilinear")
@@ -358,3 +345,22 @@ def test_bad_files_are_named(comfy, comfy_dirs, files, damage):
     with pytest.raises(CheckpointError, match=want) as e:
         PixArtCustomNetLoader.execute(path.name)
     assert path.name in str(e.value)
+
+
+def test_ddim_uniform_50_visits_the_reference_timesteps(comfy, files):
+    """The bundled workflows' KSampler (ddim + ddim_uniform, 50 steps) on the loaded model visits the timesteps of
+    the reference's DDIM (customnet/ddim.py -> ldm make_ddim_timesteps "uniform": range(0, 1000, 1000 // 50) + 1,
+    i.e. 981, 961, ..., 1) at their sigmas under the training schedule, then sigma 0."""
+    import comfy.samplers
+    from pixart_delta.nodes.customnet import PixArtCustomNetLoader
+    (by_kind, _) = files
+    model = PixArtCustomNetLoader.execute(by_kind[False][0]).result[0]
+    sampling = model.get_model_object("model_sampling")
+    sigmas = comfy.samplers.calculate_sigmas(sampling, "ddim_uniform", 50)
+    timesteps = np.arange(0, 1000, 1000 // 50)[::-1] + 1
+    betas = np.linspace(0.00085 ** 0.5, 0.012 ** 0.5, 1000, dtype=np.float64) ** 2
+    alphas_cumprod = np.cumprod(1.0 - betas)
+    expected = np.sqrt((1 - alphas_cumprod[timesteps]) / alphas_cumprod[timesteps])
+    assert len(sigmas) == 51 and sigmas[-1] == 0
+    assert np.allclose(sigmas[:-1].double().numpy(), expected, rtol=1e-5, atol=0)
+    assert sampling.timestep(sigmas[:-1]).round().long().tolist() == timesteps.tolist()

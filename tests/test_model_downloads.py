@@ -43,6 +43,7 @@ def test_manifest_entries_are_well_formed():
     folders = {"diffusion_models", "text_encoders", "vae", "vae_approx", "controlnet", "hed", "lineart", "checkpoints",
                "yoso_priors", "loras"}
     folders |= {"depth", "segmentation"}   # transformers model folders (DPT, UperNet)
+    folders |= {"customnet"}               # PixArt CustomNet Loader's own folder
     for f in MANIFEST["files"].values():
         assert f.folder in folders, f.target
         assert re.fullmatch(r"[\w.-]+/[\w.-]+", f.repo), f.target

@@ -57,7 +57,7 @@ def object_image(image: torch.Tensor, foreground: np.ndarray | None, resample: s
     if foreground is None:
         if a.shape[:2] != (CANVAS, CANVAS):
             if resample == "bicubic":
-                a = np.asarray(Image.fromarray(a).resize((CANVAS, CANVAS), Image.Resampling.BICUBIC))
+                a = np.array(Image.fromarray(a).resize((CANVAS, CANVAS), Image.Resampling.BICUBIC))
             else:
                 import cv2
                 a = cv2.resize(a, (CANVAS, CANVAS), interpolation=cv2.INTER_LINEAR)

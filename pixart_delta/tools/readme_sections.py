@@ -33,15 +33,21 @@ def quickstarts() -> str:
                 "| file (under `ComfyUI/models/`) | from Hugging Face |", "|---|---|"]
         out += [f"| `{f.target}` | `{f.repo}` / `{f.path}` |" for f in files]
         out += [f"| `{u}` | (not in the manifest: see the workflow's note) |" for u in sorted(unknown)]
-        images = [n["inputs"]["image"] for n in graph.values() if n["class_type"] == "LoadImage"]
+        images = [(nid, n["inputs"]["image"]) for nid, n in graph.items() if n["class_type"] == "LoadImage"]
         queue = f"python -m pixart_delta queue {name} --server http://127.0.0.1:8188 --out out"
-        if images:
+        if len(images) == 1:
             queue += " --image my_picture.png"
+        for nid, image in images if len(images) > 1 else []:
+            queue += f" --image {nid}=my_{image.rsplit('.', 1)[0]}.png"
         out += ["", "```", f"python -m pixart_delta models --workflow {name} --download --models ComfyUI/models",
                 queue, "```", ""]
-        if images:
+        if len(images) == 1:
             out += [f"(`--image` uploads the picture the LoadImage node reads; by hand: put it in ComfyUI/input/ as "
-                    f"`{images[0]}`.)", ""]
+                    f"`{images[0][1]}`.)", ""]
+        elif images:
+            each = ", ".join(f"node {nid} `{image}`" for nid, image in images)
+            out += [f"(`--image NODE=PATH` uploads the picture each LoadImage node reads; by hand: put them in "
+                    f"ComfyUI/input/ as {each}.)", ""]
     return "\n".join(out)
 
 
