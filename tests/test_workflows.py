@@ -58,10 +58,11 @@ EXPECTED_IMAGES = {
 }
 
 
-# CustomNet samples a fixed 256x256 canvas with 8 attention heads over 1024 latent tokens in every top-level block
-# whatever the model width: its 50 DDIM steps would cost minutes of CI. The graph runs with a few steps here; the
-# 50-step schedule is checked against the reference's timesteps in test_customnet_comfy.py.
-FEWER_STEPS = {"customnet_object": 3, "customnet_inpaint_background": 3}
+# The point is that each bundled graph runs and saves its images, not the pictures: KSampler steps are capped (the
+# 50 DDIM steps of the CustomNet graphs or the 20 of the SD1.5 ones cost minutes of CI each on the fixed 256 px
+# canvases); the sampler and scheduler stay as bundled, and few-step schedules keep their own step counts. The
+# bundled schedules themselves are checked against their references (e.g. test_customnet_comfy.py's 50-step DDIM).
+TEST_STEPS = 3
 
 
 def test_every_bundled_workflow_has_expected_images():
@@ -78,8 +79,8 @@ def test_bundled_workflow_runs_on_tiny_models(comfy, comfy_dirs, name):
     graph = load_workflow(name)
     shrink_for_tiny(graph)
     for node in graph.values():
-        if name in FEWER_STEPS and node["class_type"] == "KSampler":
-            node["inputs"]["steps"] = FEWER_STEPS[name]
+        if node["class_type"] in ("KSampler", "KSamplerAdvanced") and node["inputs"].get("steps", 0) > TEST_STEPS:
+            node["inputs"]["steps"] = TEST_STEPS
     write_for_workflow(graph, comfy_dirs["models"])
     write_missing_inputs(graph, comfy_dirs["input"])
     images = saved_images(comfy.run(graph), comfy_dirs["output"])
