@@ -147,6 +147,7 @@ def ref_text(sd: dict, comfy_path, hidden: int, layers: int):
     def encode(text):
         ids = tok([text], truncation=True, max_length=77, padding="max_length", return_tensors="pt")["input_ids"]
         return model(input_ids=ids).last_hidden_state
+    encode.model = model
     return encode
 
 
