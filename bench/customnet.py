@@ -6,8 +6,9 @@ against the same computation written with TencentARC/CustomNet's formulas in pla
 
 Weights: a customnet_v1.pt (--model inpaint: customnet_inpaint_v1.pt) in the released key layout with random fp32
 weights (pixart_delta/tiny/customnet.py), at the released sizes (--size full: SD1.5 UNet, KL-f8 VAE, CLIP ViT-L/14
-image tower, CLIP-L text encoder; ~5.7 GB like the published file) or the tiny ones (--size tiny: a quick check that
-the script works, 10 steps and one torch thread unless --steps / --threads say otherwise). --work keeps the written file between invocations.
+image tower, CLIP-L text encoder; ~5.7 GB like the published file) or the tiny ones (--size tiny: a quick check
+that the script works, 10 steps and one torch thread unless --steps / --threads say otherwise). --work keeps the
+written file between invocations (without it a temporary folder is removed at the end).
 
 Ours: PixArt CustomNet Loader, PixArt CustomNet Conditioning (object picture + mask, box, polar/azimuth, prompt;
 background picture for the inpaint model), core KSampler (ddim, ddim_uniform, 50 steps, cfg 3) and VAE Decode,
@@ -252,6 +253,8 @@ def main():
                       f"  loaded +{res['after']['anon'] - res['before']['anon']:.0f} MiB anon"
                       f" +{res['after']['file'] - res['before']['file']:.0f} MiB file"
                       f"  peak RSS {res['peak_rss_mib']:.0f} MiB", flush=True)
+            if r + 1 < args.runs:   # the table so far, in case a long full-size run is cut short
+                report(args, results, file_mib, images)
         report(args, results, file_mib, images)
     finally:
         if not keep:
@@ -267,8 +270,10 @@ def report(args, results: dict, file_mib: float, images: dict):
     gen = lambda x: sum(x["seconds"][k] for k in STAGES[1:])   # noqa: E731
     threads = results["ours"][0]["threads"]
     enc = "fp32" if args.fp32_text_enc else "fp16 (ComfyUI's CPU default)"
-    print(f"\nCustomNet {args.model} model, {args.size} size, {args.steps} DDIM steps, cfg {CFG}, 256 px, CPU "
-          f"({threads} threads), fp32 (ours: CLIP text/image encoders {enc}); median of {args.runs} fresh "
+    done = len(results["ours"])
+    print(f"\n{'after ' + str(done) + ' of ' + str(args.runs) + ' runs: ' if done < args.runs else ''}"
+          f"CustomNet {args.model} model, {args.size} size, {args.steps} DDIM steps, cfg {CFG}, 256 px, CPU "
+          f"({threads} threads), fp32 (ours: CLIP text/image encoders {enc}); median of {done} fresh "
           f"processes; file {file_mib:.0f} MiB\n")
     print("| measure | ours | reference | ours / reference |\n|---|---|---|---|")
     for key, label in (("conditioning", "conditioning (object, CLIP image + text, VAE encode) s"),
