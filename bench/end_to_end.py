@@ -5,11 +5,13 @@ SDXL VAE, the full-size PixArt-δ ControlNet and HED, and a T5 v1.1 XXL encoder 
 CPU, fp32 files (the published files' dtype).
 
     python bench/end_to_end.py [--jobs lcm512,lcm1024,sigma512,controlnet1024] [--runs 3] [--t5-layers 4]
-                               [--t5-dtype default] [--work DIR]
+                               [--t5-dtype default] [--comfyui-args=--use-pytorch-cross-attention] [--work DIR]
 
 Ours: the bundled API workflow in an in-process ComfyUI (ComfyUI's own start-up not counted: a user's server is
-already running; no ComfyUI flags but --cpu), our loader and T5 nodes, core samplers and VAE. --t5-dtype sets the
-PixArt T5 Loader's weight_dtype (default: the workflow's "default", i.e. ComfyUI's text-encoder dtype, fp16 on CPU).
+already running; no ComfyUI flags but --cpu and --comfyui-args), our loader and T5 nodes, core samplers and VAE.
+--t5-dtype sets the PixArt T5 Loader's weight_dtype (default: the workflow's "default", i.e. ComfyUI's
+text-encoder dtype, fp16 on CPU). --use-pytorch-cross-attention gives core's VAE PyTorch attention on CPU instead
+of split attention, which at 1024 px holds two 1 GB score matrices.
 Diffusers: PixArtAlphaPipeline / PixArtSigmaPipeline from the diffusers-format copies of the same weights, same
 scheduler family, steps, guidance, size, prompt and seed; for the ControlNet job diffusers' PixArtTransformer2DModel
 driving the research project's adapter (tests/pixart_controlnet_reference.py) in the research pipeline's loop.
@@ -30,6 +32,7 @@ import argparse
 import json
 import os
 import resource
+import shlex
 import statistics
 import subprocess
 import sys
@@ -194,11 +197,25 @@ def ours_graph(job: str, t5_dtype: str, steps: int | None) -> dict:
     return graph
 
 
-def run_ours(job: str, models: Path, out: Path, inputs: Path, t5_dtype: str, steps: int | None) -> StageTimer:
+def set_comfyui_flags(comfy_path: Path, comfyui_args: str):
+    """ComfyUI's command-line flags for the in-process ComfyUI, set before its model management is imported."""
+    if not comfyui_args:
+        return
+    sys.path.insert(0, str(comfy_path))
+    import comfy.options
+    comfy.options.enable_args_parsing(False)
+    import comfy.cli_args
+    for name, value in vars(comfy.cli_args.parser.parse_args(shlex.split(comfyui_args))).items():
+        setattr(comfy.cli_args.args, name, value)
+
+
+def run_ours(job: str, models: Path, out: Path, inputs: Path, t5_dtype: str, steps: int | None,
+             comfyui_args: str = "") -> StageTimer:
     from pixart_delta.tools.comfy_runtime import InProcessComfy, require_comfyui
     graph = ours_graph(job, t5_dtype, steps)
-    runtime = InProcessComfy.get(require_comfyui(why="ours runs inside ComfyUI"), models_dir=models, output_dir=out,
-                                 input_dir=inputs)
+    comfy_path = require_comfyui(why="ours runs inside ComfyUI")
+    set_comfyui_flags(comfy_path, comfyui_args)
+    runtime = InProcessComfy.get(comfy_path, models_dir=models, output_dir=out, input_dir=inputs)
     import comfy.sample
     import nodes
     timer = StageTimer()   # ComfyUI's start-up is not the job's
@@ -226,7 +243,8 @@ def diffusers_vae(models: Path, family: str):
     return vae.float().eval()
 
 
-def run_diffusers(job: str, models: Path, out: Path, inputs: Path, t5_dtype: str, steps: int | None) -> StageTimer:
+def run_diffusers(job: str, models: Path, out: Path, inputs: Path, t5_dtype: str, steps: int | None,
+                  comfyui_args: str = "") -> StageTimer:
     import torch
     from diffusers import (DPMSolverMultistepScheduler, LCMScheduler, PixArtAlphaPipeline, PixArtSigmaPipeline,
                            PixArtTransformer2DModel)
@@ -327,7 +345,7 @@ def controlnet_reference(timer, models, out, inputs, tokenizer, text_encoder, tr
 def child(args):
     models, out, inputs = Path(args.models), Path(args.out), Path(args.inputs)
     run = run_ours if args.child == "ours" else run_diffusers
-    timer = run(args.job, models, out, inputs, args.t5_dtype, args.steps)
+    timer = run(args.job, models, out, inputs, args.t5_dtype, args.steps, args.comfyui_args)
     print("RESULT " + json.dumps({"seconds": timer.seconds, "cpu": timer.cpu, "peak_rss_mib": peak_rss_mib()}),
           flush=True)
 
@@ -338,6 +356,8 @@ def measure(contender: str, job: str, work: Path, args) -> dict:
            "--out", str(work / "out"), "--inputs", str(work / "input"), "--t5-dtype", args.t5_dtype]
     if args.steps:
         cmd += ["--steps", str(args.steps)]
+    if args.comfyui_args:
+        cmd += ["--comfyui-args=" + args.comfyui_args]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
     if proc.returncode != 0 or not lines:
@@ -353,6 +373,8 @@ def main():
     ap.add_argument("--t5-dtype", default="default", help="weight_dtype of our PixArt T5 Loader")
     ap.add_argument("--steps", type=int, default=None,
                     help="quick check only: steps of the KSampler jobs (sigma512, controlnet1024) on both sides")
+    ap.add_argument("--comfyui-args", default="",
+                    help="ComfyUI flags for our side, as --comfyui-args=--use-pytorch-cross-attention")
     ap.add_argument("--work", default=None, help="folder for the weight files (kept between invocations)")
     ap.add_argument("--child", choices=("ours", "diffusers"))
     ap.add_argument("--job")
@@ -376,8 +398,8 @@ def main():
     write_files(work / "models", work / "input", args.t5_layers, jobs)
     import torch
     print(f"weights in {work / 'models'}; T5 XXL width, {args.t5_layers} of 24 layers, our T5 weight_dtype "
-          f"{args.t5_dtype}; {torch.get_num_threads()} threads, {os.cpu_count()} cores; median of {args.runs} fresh "
-          f"processes per contender" + (f"; KSampler jobs at {args.steps} steps (quick check)" if args.steps else ""),
+          f"{args.t5_dtype}; ComfyUI flags: --cpu {args.comfyui_args}; {torch.get_num_threads()} threads, "
+          f"{os.cpu_count()} cores; median of {args.runs} fresh processes per contender" + (f"; KSampler jobs at {args.steps} steps (quick check)" if args.steps else ""),
           flush=True)
 
     rows = []
@@ -406,7 +428,8 @@ def main():
     for job, med in rows:
         o, d = med["ours"], med["diffusers"]
         for key, label in (("load", "model loading"), ("text", "text encoding"), ("hint", "hint (HED + VAE encode)"),
-                           ("sampling", "sampling"), ("decode", "decoding"), ("job", "**whole job** (all but loading)")):
+                           ("sampling", "sampling"), ("decode", "decoding"),
+                           ("job", "**whole job** (all but loading)")):
             if key == "hint" and not d["seconds"]["hint"]:
                 continue
             w = [o["seconds"][key], d["seconds"][key]]
