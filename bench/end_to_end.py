@@ -399,8 +399,8 @@ def main():
     import torch
     print(f"weights in {work / 'models'}; T5 XXL width, {args.t5_layers} of 24 layers, our T5 weight_dtype "
           f"{args.t5_dtype}; ComfyUI flags: --cpu {args.comfyui_args}; {torch.get_num_threads()} threads, "
-          f"{os.cpu_count()} cores; median of {args.runs} fresh processes per contender" + (f"; KSampler jobs at {args.steps} steps (quick check)" if args.steps else ""),
-          flush=True)
+          f"{os.cpu_count()} cores; median of {args.runs} fresh processes per contender"
+          + (f"; KSampler jobs at {args.steps} steps (quick check)" if args.steps else ""), flush=True)
 
     rows = []
     for job in jobs:
