@@ -5,12 +5,12 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from diffusers.models.attention import BasicTransformerBlock
+from diffusers import PixArtTransformer2DModel
 
 from pixart_delta.tiny import pixart as fx
 from pixart_delta.tiny.io import save
 from pixart_delta.tiny.pixart_controlnet import TINY_CN, random_controlnet_file, tiny_controlnet_file
-from pixart_delta.loaders.pixart_keys import original_controlnet_to_diffusers_adapter
+from pixart_delta.loaders.pixart_keys import original_controlnet_to_diffusers_adapter, original_to_diffusers
 from pixart_delta.loaders.files import CheckpointError
 from pixart_delta.loaders.pixart import inspect_checkpoint
 from pixart_delta.loaders.pixart_controlnet import check_fit, read_controlnet
@@ -18,6 +18,7 @@ from pixart_delta.loaders.variants import VARIANTS
 from pixart_delta.models.pixart import PixArt
 from pixart_delta.models.pixart_controlnet import PixArtControlNetBranch, PixArtControlRun
 from pixart_delta.preprocessors.controlnet_hint import HintError, fit_hint, hint_batch
+from pixart_controlnet_reference import Adapter, adapter_transformer_block, controlled_forward
 
 CFG = dict(hidden_size=144, depth=14, micro_condition=True)
 
@@ -72,9 +73,7 @@ def test_adapter_layout_is_diffusers_basic_transformer_block(tiny):
     computes what our copied block computes (independent check of the qkv / kv splits)."""
     sd, base, cn, branch = tiny
     adapter = original_controlnet_to_diffusers_adapter(sd)
-    ref = BasicTransformerBlock(144, 2, 72, cross_attention_dim=144, activation_fn="gelu-approximate",
-                                num_embeds_ada_norm=1000, attention_bias=True, norm_type="ada_norm_single",
-                                norm_elementwise_affine=False, norm_eps=1e-6)
+    ref = adapter_transformer_block(144)
     prefix = "controlnet_blocks.5.transformer_block."
     ref.load_state_dict({k[len(prefix):]: v for k, v in adapter.items() if k.startswith(prefix)}, strict=True)
     g = torch.Generator().manual_seed(1)
@@ -82,6 +81,31 @@ def test_adapter_layout_is_diffusers_basic_transformer_block(tiny):
     want = ref(x, encoder_hidden_states=y, timestep=t0)
     got = branch.controlnet[5].copied_block(x, y, t0)
     assert ((got - want).norm() / want.norm()).item() < 1e-5
+
+
+@torch.inference_mode()
+def test_controlled_prediction_matches_the_diffusers_research_pipeline(tiny):
+    """Base + branch against diffusers' PixArtTransformer2DModel driving the research project's adapter
+    (tests/pixart_controlnet_reference.py), on the same tensors: text mask, micro-conditions, non-square latent."""
+    sd, base, cn, branch = tiny
+    base_sd = {k[len("base_model."):]: v for k, v in sd.items() if k.startswith("base_model.")}
+    ref = PixArtTransformer2DModel.from_config(fx.diffusers_config(**TINY_CN, micro=True, native_px=1024)).eval()
+    ref.load_state_dict(original_to_diffusers(base_sd), strict=True)
+    adapter = Adapter(copies=13, hidden=144).eval()
+    adapter.load_state_dict(original_controlnet_to_diffusers_adapter(sd), strict=True)
+    g = torch.Generator().manual_seed(4)
+    x, hint = torch.randn(2, 4, 8, 12, generator=g), torch.randn(1, 4, 8, 12, generator=g)
+    t, ctx = torch.tensor([900.0, 250.0]), torch.randn(2, 6, TINY_CN["caption_channels"], generator=g)
+    keep = torch.ones(2, 6)
+    keep[1, 3:] = 0
+    size, ar = torch.tensor([[64.0, 96.0]] * 2), torch.tensor([[64 / 96]] * 2)
+    want = controlled_forward(ref, adapter, x, ctx, t, hint.expand(2, -1, -1, -1),
+                              {"resolution": size, "aspect_ratio": ar}, text_mask=keep)[:, :4]
+    got = base(x, t, ctx, attention_mask=keep, c_size=size, c_ar=ar,
+               transformer_options={"pixart_controlnet": [PixArtControlRun(branch, hint)]})
+    assert ((got - want).norm() / want.norm()).item() < 1e-5
+    plain = base(x, t, ctx, attention_mask=keep, c_size=size, c_ar=ar)
+    assert ((plain - want).norm() / want.norm()).item() > 1e-2   # the control changes the prediction
 
 
 @torch.inference_mode()
