@@ -4,7 +4,10 @@ would use (--comfyui aside: $COMFYUI_PATH, the ComfyUI this pack is installed in
 are skipped and say why; with PIXART_DELTA_REQUIRE_COMFYUI=1 (CI) they fail instead."""
 from __future__ import annotations
 
+import ctypes
+import gc
 import os
+import sys
 
 import pytest
 
@@ -58,3 +61,31 @@ def tokenizer(comfy):
     """The T5 tokenizer ComfyUI ships, as transformers reads it."""
     import transformers
     return transformers.T5TokenizerFast.from_pretrained(str(comfy.comfy_path / "comfy/text_encoders/t5_tokenizer"))
+
+
+def release_memory() -> None:
+    """Unloads ComfyUI's models, drops the pack's cached models and returns freed heap pages to the OS: the
+    full-size SD1.5 / SDXS / ControlNet stand-ins load several GB each, and without this one test process held
+    22 GB by the workflow tests (glibc keeps freed arenas)."""
+    if "comfy.model_management" in sys.modules:
+        import comfy.model_management as mm
+        mm.unload_all_models()
+    from pixart_delta.loaders.file_cache import clear_all_file_caches
+    clear_all_file_caches()
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):   # not glibc
+        pass
+
+
+@pytest.fixture(scope="module", autouse=True)
+def release_memory_after_module():
+    yield
+    release_memory()
+
+
+@pytest.fixture
+def release_memory_after_test():
+    yield
+    release_memory()

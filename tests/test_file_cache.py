@@ -3,7 +3,7 @@ import os
 
 import pytest
 
-from pixart_delta.loaders.file_cache import FileCache
+from pixart_delta.loaders.file_cache import FileCache, clear_all_file_caches
 
 
 class Builds:
@@ -82,3 +82,13 @@ def test_failed_build_keeps_what_was_cached(tmp_path):
 def test_missing_file_is_an_os_error(tmp_path):
     with pytest.raises(FileNotFoundError):
         FileCache(max_entries=1).get(tmp_path / "missing.bin", (), Builds())
+
+
+def test_clear_all_file_caches_empties_every_cache(tmp_path):
+    (a, build_a), (b, build_b) = (FileCache(max_entries=2), Builds()), (FileCache(max_entries=1), Builds())
+    path = write(tmp_path / "a.bin", b"abc", 10**18)
+    first_a, first_b = a.get(path, (), build_a), b.get(path, "x", build_b)
+    clear_all_file_caches()
+    assert len(a) == len(b) == 0
+    assert a.get(path, (), build_a) is not first_a and b.get(path, "x", build_b) is not first_b
+    assert build_a.calls == build_b.calls == 2

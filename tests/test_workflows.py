@@ -16,7 +16,8 @@ from pixart_delta.tools import PACK_ROOT
 from conftest import comfyui_or_skip
 from pixart_delta.tiny import write_for_workflow
 
-pytestmark = pytest.mark.comfyui
+# each graph loads its own full-size stand-ins: released after every test, not only after the module
+pytestmark = [pytest.mark.comfyui, pytest.mark.usefixtures("release_memory_after_test")]
 UI_DIR = PACK_ROOT / "example_workflows"
 
 

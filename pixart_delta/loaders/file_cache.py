@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import os
+import weakref
 from collections import OrderedDict
 from pathlib import Path
 from typing import Callable, Hashable, TypeVar
 
 T = TypeVar("T")
+_ALL_CACHES: "weakref.WeakSet[FileCache]" = weakref.WeakSet()
 
 
 class FileCache:
@@ -18,6 +20,7 @@ class FileCache:
             raise ValueError(f"max_entries must be at least 1, got {max_entries}")
         self.max_entries = max_entries
         self._entries: OrderedDict[tuple, tuple[tuple[int, int], object]] = OrderedDict()
+        _ALL_CACHES.add(self)
 
     def get(self, path: str | os.PathLike, extra_key: Hashable, build: Callable[[], T]) -> T:
         path = Path(path)
@@ -40,3 +43,12 @@ class FileCache:
 
     def __len__(self) -> int:
         return len(self._entries)
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+
+def clear_all_file_caches() -> None:
+    """Drops every cached object of every FileCache (the models our loaders keep between runs)."""
+    for cache in list(_ALL_CACHES):
+        cache.clear()
