@@ -205,8 +205,11 @@ def set_comfyui_flags(comfy_path: Path, comfyui_args: str):
     import comfy.options
     comfy.options.enable_args_parsing(False)
     import comfy.cli_args
+    # only the flags given: cli_args post-processes some defaults (--fast None -> set()) after parsing
+    defaults = vars(comfy.cli_args.parser.parse_args([]))
     for name, value in vars(comfy.cli_args.parser.parse_args(shlex.split(comfyui_args))).items():
-        setattr(comfy.cli_args.args, name, value)
+        if value != defaults[name]:
+            setattr(comfy.cli_args.args, name, value)
 
 
 def run_ours(job: str, models: Path, out: Path, inputs: Path, t5_dtype: str, steps: int | None,
