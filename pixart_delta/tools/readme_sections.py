@@ -37,8 +37,8 @@ def quickstarts() -> str:
         queue = f"python -m pixart_delta queue {name} --server http://127.0.0.1:8188 --out out"
         if len(images) == 1:
             queue += " --image my_picture.png"
-        for nid, image in images if len(images) > 1 else []:
-            queue += f" --image {nid}=my_{image.rsplit('.', 1)[0]}.png"
+        else:
+            queue += "".join(f" --image {nid}=my_{image.rsplit('.', 1)[0]}.png" for nid, image in images)
         out += ["", "```", f"python -m pixart_delta models --workflow {name} --download --models ComfyUI/models",
                 queue, "```", ""]
         if len(images) == 1:
