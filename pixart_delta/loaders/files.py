@@ -14,6 +14,15 @@ SAFETENSORS_EXT = (".safetensors", ".sft")
 PICKLE_EXT = (".pth", ".pt", ".bin", ".ckpt")
 
 
+def _safetensors_reads_owned() -> bool:
+    import inspect
+    import safetensors.torch
+    return "backend" in inspect.signature(safetensors.torch.load_file).parameters   # safetensors >= 0.8
+
+
+SAFETENSORS_READS_OWNED = _safetensors_reads_owned()
+
+
 class CheckpointError(ValueError):
     """A weight file that cannot be used; the message names the file, what was found and what was expected."""
 
@@ -81,6 +90,10 @@ def load_state_dict(path: str | os.PathLike, device="cpu") -> dict[str, torch.Te
         read_safetensors_header(path)
         import safetensors.torch
         try:
+            if SAFETENSORS_READS_OWNED:
+                # tensors in their own memory: memory-mapped ones keep the whole file's mapping (with every page
+                # read, even of tensors dropped after a conversion) alive as long as one tensor is a weight
+                return safetensors.torch.load_file(str(path), device=device, backend="pread")
             return safetensors.torch.load_file(str(path), device=device)
         except Exception as e:  # safetensors raises its own error types
             raise CheckpointError(f"{path}: cannot read as safetensors: {e}") from None
@@ -278,6 +291,19 @@ def unwrap(sd: dict) -> dict:
             return inner
     return sd
 
+
+
+def assign_weights(module: torch.nn.Module, sd: dict) -> tuple[list[str], list[str]]:
+    """Makes the read tensors the module's weights instead of copying them into its own, so loading never holds a
+    file's weights twice (torch.load's memory-mapped tensors stay mapped, read pages only). A tensor whose dtype
+    differs from the module's weight is converted alone and replaces its source in `sd`, one at a time. Returns
+    load_state_dict's (missing, unexpected) keys."""
+    expected = module.state_dict()
+    for key in list(sd):
+        want = expected.get(key)
+        if want is not None and sd[key].dtype != want.dtype:
+            sd[key] = sd[key].to(want.dtype)
+    return module.load_state_dict(sd, strict=False, assign=True)
 
 class PieceReader:
     """Reads pieces of a file into a bytearray: one reused for every piece when the pieces are bounded (the caller

@@ -19,6 +19,7 @@ import comfy.utils
 from ..models.pixart import PixArt, PixArtBranchControl, foreign_control
 from .dtypes import PIXART_WEIGHT_DTYPES, chosen_dtype
 from .dtypes_comfy import computes_bf16_on_cpu, unet_manual_cast
+from .files import assign_weights
 from .pixart import inspect_checkpoint
 from .pixart_lora import lora_key_map
 from .pixart_lora_comfy import install_lora_hooks
@@ -107,7 +108,10 @@ def load_pixart_model(path, variant: str = "auto", weight_dtype: str = "default"
         config.unet_config["residual_dtype"] = torch.float32   # bf16 linears and attention, fp32 token stream
     config.set_inference_dtype(dtype, unet_manual_cast(dtype, load_device, config.supported_inference_dtypes))
     model = config.get_model(sd, "", device=None).to(offload_device)
-    model.load_model_weights(sd, "")
+    missing, unexpected = assign_weights(model.diffusion_model, sd)   # core's load_model_weights copies: 2x at peak
+    if missing or unexpected:
+        logging.warning("PixArt loader: %s: weights the network lacks %s, network weights the file lacks %s",
+                        ckpt.path.name, unexpected, missing)
     logging.info("PixArt loader: %s -> %s (%s layout, %s latents, %s prediction, PE scale %s, base size %s, "
                  "micro-conditioning %s, depth %d)", ckpt.path.name, ckpt.variant.title, ckpt.layout,
                  ckpt.variant.latent_format, ckpt.variant.prediction, ckpt.unet_config["pe_interpolation"],
