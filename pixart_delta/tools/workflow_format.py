@@ -168,7 +168,7 @@ def class_group(class_type: str) -> str | None:
     """The group (GROUPS) a node of this class goes in, if its class says."""
     if class_type.endswith("Loader"):
         return "Load models"
-    if class_type.endswith(("TextEncode", "Conditioning")):
+    if class_type.endswith(("TextEncode", "Conditioning")) or class_type.startswith("Conditioning"):
         return "Prompt"
     if "ControlNet" in class_type or any(w in class_type for w in ("HED", "Canny", "Lineart", "Depth", "Segment")):
         return "Control"
