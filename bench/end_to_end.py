@@ -19,12 +19,16 @@ Every run is a fresh process (the peak RSS is the whole process's), contenders a
 of --runs and the ratios ours / diffusers, for wall time and for CPU time (all threads), which the other
 processes of a shared machine disturb much less.
 
-Jobs: lcm512 / lcm1024 = `pixart_lcm_4step` (PixArt-LCM-XL-2-1024-MS, 4 LCM steps, cfg 1) at 512 and 1024 px;
+Jobs: lcm512 / lcm1024 = `pixart_lcm_4step` (PixArt-LCM-XL-2-1024-MS, 4 LCM steps, cfg 1: neither side encodes a
+negative, the workflow zeroes the positive and the pipeline skips it) at 512 and 1024 px;
 sigma512 = `pixart_sigma_t2i` on PixArt-Sigma-XL-2-512-MS (20 steps DPM-Solver++ 2M, cfg 4.5) at 512 px;
 controlnet1024 = `pixart_controlnet_hed` (PixArt-XL-2-1024-ControlNet.pth, 14 steps DPM-Solver++ 2M, cfg 4.5,
 1024 px, HED of a 512x384 picture). The ControlNet job's "hint" stage (HED + the hint's VAE encode, the same
 preprocessing code on both sides) counts in its whole job.
 Targets: whole-job time <= 0.9 and peak RSS <= 0.75 of diffusers'.
+On a CPU with avx512_bf16 or AMX, --comfyui-args="--use-pytorch-cross-attention --bf16-unet --bf16-text-enc" runs
+our PixArt MODEL, ControlNet and T5 in bf16 (the loaders' weight_dtype "default" follows these flags) and core's VAE
+with PyTorch attention; diffusers stays in fp32.
 """
 from __future__ import annotations
 
