@@ -292,7 +292,6 @@ def unwrap(sd: dict) -> dict:
     return sd
 
 
-
 def assign_weights(module: torch.nn.Module, sd: dict) -> tuple[list[str], list[str]]:
     """Makes the read tensors the module's weights instead of copying them into its own, so loading never holds a
     file's weights twice (torch.load's memory-mapped tensors stay mapped, read pages only). A tensor whose dtype
@@ -304,6 +303,7 @@ def assign_weights(module: torch.nn.Module, sd: dict) -> tuple[list[str], list[s
         if want is not None and sd[key].dtype != want.dtype:
             sd[key] = sd[key].to(want.dtype)
     return module.load_state_dict(sd, strict=False, assign=True)
+
 
 class PieceReader:
     """Reads pieces of a file into a bytearray: one reused for every piece when the pieces are bounded (the caller
