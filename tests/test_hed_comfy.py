@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import sys
+import types
 
 import numpy as np
 import pytest
@@ -24,6 +26,11 @@ def api(name: str) -> dict:
 
 def saved(outputs: dict, node: str, out_dir) -> list:
     return [out_dir / f["subfolder"] / f["filename"] for f in outputs[node]["images"]]
+
+
+def comfy_hed_loader(comfy):
+    """The module ComfyUI imported the pack as (its name is the pack's path), not this test's own import."""
+    return sys.modules[comfy.node_classes["PixArtHEDEdgeDetector"].__module__.replace(".nodes.hed", ".loaders.hed_comfy")]
 
 
 @pytest.fixture(scope="module")
@@ -57,11 +64,8 @@ def test_hed_edges_workflow(comfy, comfy_dirs, hed_ready):
 
 
 def test_model_is_cached_and_managed_by_comfy(comfy, hed_ready):
-    import sys
-
     import comfy.model_management as mm
-    # the module ComfyUI imported the pack as (its name is the pack's path), not this test's own import
-    hed_loader = sys.modules[comfy.node_classes["PixArtHEDEdgeDetector"].__module__.replace(".nodes.hed", ".loaders.hed_comfy")]
+    hed_loader = comfy_hed_loader(comfy)
     hed_ready = {k: hed_ready[k] for k in ("1", "2", "5")}
     comfy.run(hed_ready)
     (patcher,) = hed_loader.PATCHERS.values()
@@ -78,6 +82,28 @@ def test_model_is_cached_and_managed_by_comfy(comfy, hed_ready):
     (reread,) = hed_loader.PATCHERS.values()
     assert reread is not patcher
     assert any(m.model is reread for m in mm.current_loaded_models)
+
+
+def test_free_memory_drops_the_cached_model(comfy, hed_ready):
+    """ComfyUI's prompt worker takes /free's flags with PromptQueue.get_flags and then drops every node output; the
+    pack's cached models go at the same moment, and only for free_memory (unload_models keeps RAM models)."""
+    import execution
+    hed_loader = comfy_hed_loader(comfy)
+    hed_ready = {k: hed_ready[k] for k in ("1", "2", "5")}
+    comfy.run(hed_ready)
+    (patcher,) = hed_loader.PATCHERS.values()
+    queue = execution.PromptQueue(types.SimpleNamespace())
+    queue.set_flag("unload_models", True)
+    assert queue.get_flags() == {"unload_models": True}
+    assert hed_loader.PATCHERS.values() == [patcher]
+    queue.set_flag("free_memory", True)
+    assert queue.get_flags(reset=False) == {"free_memory": True}      # looked at, not taken: nothing dropped
+    assert hed_loader.PATCHERS.values() == [patcher]
+    assert queue.get_flags() == {"free_memory": True}
+    assert len(hed_loader.PATCHERS) == 0
+    comfy.run(hed_ready)
+    (reread,) = hed_loader.PATCHERS.values()
+    assert reread is not patcher
 
 
 def test_found_where_the_preprocessor_pack_keeps_it(comfy, comfy_dirs, tmp_path, monkeypatch):

@@ -8,8 +8,11 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import re
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -191,6 +194,30 @@ def test_corrupt_input_image_is_reported_and_server_keeps_serving(server, tmp_pa
     assert (job.error.node_id, job.error.node_type) == (nid, "LoadImage"), job.error.describe()
     assert job.error.message
     good_prompt_succeeds(server, tmp_path)
+
+
+def test_free_memory_button_drops_the_pack_cached_models(server, tmp_path):
+    """ComfyUI's free-memory request (POST /free {"free_memory": true}; ComfyUI-Manager's "Free model and node
+    cache") reaches the pack's cached preprocessor models in a real server: its prompt worker drops them and the
+    next prompt reads them again."""
+    graph = small(load_workflow("hed_edges"))
+    [job] = queue_workflow(server.url, graph, tmp_path / "out", images=image_args(graph, tmp_path / "in"),
+                           progress=False, timeout=600)
+    assert job.error is None, f"{job.error}\n{server.log_tail()}"
+    logged = len(server.log_tail(10**9))
+    request = urllib.request.Request(server.url + "/free", data=json.dumps({"free_memory": True}).encode(),
+                                     headers={"Content-Type": "application/json"}, method="POST")
+    with urllib.request.urlopen(request, timeout=30) as response:
+        assert response.status == 200
+    deadline = time.time() + 60
+    while "PixArt-Delta: free memory: dropped" not in server.log_tail(10**9)[logged:] and time.time() < deadline:
+        time.sleep(0.5)
+    after = server.log_tail(10**9)[logged:]
+    dropped = re.search(r"PixArt-Delta: free memory: dropped (\d+) cached", after)
+    assert dropped and int(dropped.group(1)) >= 1, after[-4000:]     # the HED model the prompt cached
+    [job] = queue_workflow(server.url, graph, tmp_path / "again", images=image_args(graph, tmp_path / "in"),
+                           progress=False, timeout=600)
+    assert job.error is None and job.images and server.alive()
 
 
 def test_cli_reports_the_failing_node(server, tmp_path):
